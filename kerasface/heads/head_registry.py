@@ -1,0 +1,5 @@
+"""The registry behind ``kerasface.heads.get``/``list``/``register``."""
+
+from kerasface.registry import Registry
+
+HEADS = Registry("head")
