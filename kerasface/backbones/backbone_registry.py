@@ -1,0 +1,5 @@
+"""The registry behind ``kerasface.backbones.get``/``list``/``register``."""
+
+from kerasface.registry import Registry
+
+BACKBONES = Registry("backbone")
