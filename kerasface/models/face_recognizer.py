@@ -1,0 +1,95 @@
+"""Backbone + margin head, trained with ``model.fit`` on (image, label) pairs."""
+
+import keras
+from keras import ops
+
+from kerasface.heads.margin_head import _is_pair
+
+
+@keras.saving.register_keras_serializable(package="kerasface")
+class FaceRecognizer(keras.Model):
+    """A face-embedding backbone trained through a margin head.
+
+    ``fit`` takes ``(images, labels)`` batches: the labels go both to the head (which needs
+    them to place the margin) and to the loss. Calling the model on images alone returns
+    L2-normalised embeddings, so ``predict`` embeds faces.
+
+    Args:
+        backbone: a Keras model mapping images (B, 112, 112, 3) to embeddings (B, D).
+        head: a ``kerasface.heads.MarginHead`` (any registered head).
+        **kwargs: passed to ``keras.Model``.
+
+    Call arguments:
+        inputs: ``images`` for embeddings, or ``(images, labels)`` for margin logits.
+        training: forwarded to the backbone and head.
+
+    Returns:
+        (B, D) float32 L2-normalised embeddings, or (B, C) float32 logits.
+    """
+
+    def __init__(self, backbone, head, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.head = head
+
+    def build(self, input_shape):
+        images_shape = input_shape[0] if _is_pair(input_shape) else input_shape
+        self.backbone.build(images_shape)
+        if not self.head.built:
+            self.head.build([self.backbone.compute_output_shape(images_shape), (images_shape[0],)])
+        self.built = True
+
+    def call(self, inputs, training=None):
+        if _is_pair(inputs):
+            images, labels = inputs
+            return self.head([self.backbone(images, training=training), labels], training=training)
+        return _l2_normalize(self.backbone(inputs, training=training))
+
+    # Keras unpacks (x, y) batches and calls the model on x only; the head also needs y,
+    # so each step re-packs the batch as ((x, y), y) before the standard Keras step runs.
+    def train_step(self, data):
+        return super().train_step(_with_labels_as_input(data))
+
+    def test_step(self, data):
+        return super().test_step(_with_labels_as_input(data))
+
+    @property
+    def embedding_model(self):
+        """The backbone alone with L2-normalised float32 output: what is evaluated and exported."""
+        images = keras.Input(self.backbone.input_shape[1:], name="image")
+        embeddings = self.backbone(images, training=False)
+        outputs = keras.layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(
+            ops.cast(embeddings, "float32") if embeddings.dtype != "float32" else embeddings
+        )
+        return keras.Model(images, outputs, name=f"{self.backbone.name}_embedding")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "head": keras.saving.serialize_keras_object(self.head),
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        config["head"] = keras.saving.deserialize_keras_object(config["head"])
+        return cls(**config)
+
+
+def _with_labels_as_input(data):
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    if _is_pair(x):
+        return data
+    if y is None:
+        raise ValueError("FaceRecognizer needs (images, labels) batches; got images without labels")
+    return ((x, y), y) if sample_weight is None else ((x, y), y, sample_weight)
+
+
+def _l2_normalize(x):
+    x = ops.cast(x, "float32")
+    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
