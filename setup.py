@@ -9,6 +9,7 @@ setup(
     install_requires=[
         "tensorflow-cpu==2.21.0",
         "keras==3.15.1",
+        "tensorboard==2.21.0",
         "numpy>=1.26,<3",
         "tf2onnx==1.17.0",
         "onnx==1.23.2",

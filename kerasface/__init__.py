@@ -1,0 +1,7 @@
+"""kerasface: face-recognition model zoo on TensorFlow/Keras 3 with margin heads and export."""
+
+__version__ = "0.1.0"
+
+from kerasface import backbones, heads, models  # noqa: E402
+
+__all__ = ["__version__", "backbones", "heads", "models"]

@@ -1,0 +1,47 @@
+"""The ``kerasface`` command line."""
+
+import argparse
+import importlib
+import os
+import sys
+
+# subcommand -> (module under kerasface.cli, one-line help)
+COMMANDS = {
+    "quickstart": ("quickstart_command", "train, evaluate and export a model end to end (synthetic faces by default)"),
+    "train": ("train_command", "train a recipe with model.fit (checkpoints, resume, TensorBoard)"),
+    "eval": ("eval_command", "verification accuracy (10-fold), TAR@FAR and ROC on a pairs file or .bin"),
+    "export": ("export_command", "export to SavedModel, TFLite (fp32/fp16/int8) or ONNX with a parity check"),
+    "budget": ("budget_command", "parameters, MACs, FLOPs and size of backbones against a budget"),
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="kerasface", description="Face recognition on TensorFlow/Keras 3.")
+    from kerasface import __version__
+
+    parser.add_argument("--version", action="version", version=f"kerasface {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(f"kerasface.cli.{module_name}")
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub)
+        sub.set_defaults(_module=module)
+    return parser
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args._module.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"kerasface {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""``kerasface train``: run a recipe with ``model.fit``."""
+
+import dataclasses
+
+from kerasface.recipe import apply_overrides, load_recipe
+
+
+def add_arguments(parser):
+    parser.add_argument(
+        "recipe",
+        nargs="?",
+        help="recipe file (e.g. recipes/arcface.py) or name of one in recipes/; default: the ArcFace recipe",
+    )
+    parser.add_argument("--data", help="folder of aligned 112x112 faces, one sub-folder per identity "
+                        "(default: the embedded synthetic identities)")
+    parser.add_argument("--out", default=None, help="run directory (default: runs/<recipe name>); "
+                        "rerunning with the same --out resumes from the last finished epoch")
+    parser.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
+    parser.add_argument("--batch-size", type=int, help="shortcut for --set data.batch_size=N")
+    parser.add_argument("--strategy", choices=("auto", "mirrored", "onedevice"), help="shortcut for --set train.strategy=...")
+    parser.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"),
+                        help="shortcut for --set train.precision=...")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe field, e.g. --set optimizer.lr=0.2 (repeatable)")
+    parser.add_argument("--quiet", action="store_true", help="no Keras progress bar")
+
+
+def recipe_from_args(args):
+    recipe = apply_overrides(load_recipe(args.recipe), args.overrides)
+    if args.data:
+        recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, root=args.data))
+    shortcuts = {
+        ("train", "epochs"): args.epochs,
+        ("data", "batch_size"): args.batch_size,
+        ("train", "strategy"): args.strategy,
+        ("train", "precision"): args.precision,
+    }
+    for (section, field), value in shortcuts.items():
+        if value is not None:
+            recipe = dataclasses.replace(recipe, **{section: dataclasses.replace(getattr(recipe, section), **{field: value})})
+    return recipe
+
+
+def run(args):
+    from kerasface.training import train
+
+    recipe = recipe_from_args(args)
+    out_dir = args.out or f"runs/{recipe.name}"
+    result = train(recipe, out_dir, verbose=0 if args.quiet else 1)
+    print(f"done: {result.out_dir}/model.keras, {result.out_dir}/embedding.keras; "
+          f"{result.images_per_second:.1f} images/s (median over epochs)")
+    if result.bad_records:
+        print(f"{len(result.bad_records)} unreadable files were skipped; see {result.out_dir}/bad_records.txt")
+    return 0

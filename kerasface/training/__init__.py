@@ -1,0 +1,8 @@
+"""Training loop pieces: recipes to ``model.fit``, schedules, strategies, callbacks."""
+
+from kerasface.training.lr_schedule import build_lr_schedule
+from kerasface.training.strategy import make_strategy
+from kerasface.training.throughput_logger import ThroughputLogger
+from kerasface.training.train_model import TrainResult, build_face_recognizer, train
+
+__all__ = ["ThroughputLogger", "TrainResult", "build_face_recognizer", "build_lr_schedule", "make_strategy", "train"]

@@ -1,0 +1,173 @@
+"""``model.fit`` of a recipe: data, model, optimizer, checkpoints with resume, logs."""
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import keras
+
+from kerasface import backbones, heads
+from kerasface.data import BadRecordReport, image_folder
+from kerasface.models.face_recognizer import FaceRecognizer
+from kerasface.training.lr_schedule import build_lr_schedule
+from kerasface.training.strategy import make_strategy
+from kerasface.training.throughput_logger import ThroughputLogger
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        model: the trained ``FaceRecognizer``.
+        out_dir: the run directory (``model.keras``, ``embedding.keras``, ``label_map.json``,
+            ``checkpoints/``, ``backup/``, ``logs/``, ``summary.json``).
+        history: per-epoch metrics of this invocation (a resumed run holds only its own epochs).
+        images_per_second: median training throughput over the epochs of this invocation.
+        bad_records: files skipped because they could not be read, ``{path: (times, reason)}``.
+    """
+
+    model: object
+    out_dir: Path
+    history: dict
+    images_per_second: float
+    bad_records: list
+    initial_epoch: int
+
+
+def build_face_recognizer(recipe, num_classes):
+    """The ``FaceRecognizer`` a recipe describes, for ``num_classes`` identities."""
+    head_kwargs = {"num_classes": num_classes, "scale": recipe.head.scale}
+    if recipe.head.margin is not None:
+        head_kwargs["margin"] = recipe.head.margin
+    backbone = backbones.get(recipe.model.backbone, embedding_size=recipe.model.embedding_size)
+    head = heads.get(recipe.head.name, **head_kwargs)
+    model = FaceRecognizer(backbone, head, name=f"{recipe.model.backbone}_{recipe.head.name}")
+    model.build((None, 112, 112, 3))
+    return model
+
+
+def resolve_train_root(recipe):
+    """The identity folder of a recipe: ``data.root``, or the embedded synthetic faces."""
+    if recipe.data.root:
+        return Path(recipe.data.root)
+    from kerasface.data.synthetic_faces import make_synthetic_dataset
+
+    synthetic = make_synthetic_dataset(
+        Path(os.path.expanduser(recipe.data.synthetic_dir)),
+        train_identities=recipe.data.synthetic_identities,
+        images_per_identity=recipe.data.synthetic_images_per_identity,
+        seed=recipe.train.seed,
+    )
+    return Path(synthetic.train_dir)
+
+
+def train(recipe, out_dir, verbose=1, print_fn=print, extra_callbacks=()):
+    """Train ``recipe`` into ``out_dir``; rerunning the same call resumes after an interruption.
+
+    Every epoch writes ``checkpoints/epoch_NNN.keras`` and a resumable backup (weights,
+    optimizer state and epoch counter, via ``keras.callbacks.BackupAndRestore``). A run
+    killed mid-epoch restarts at the start of the epoch it was in, with the learning-rate
+    schedule where it was.
+    """
+    if recipe.train.precision not in PRECISIONS:
+        raise ValueError(f"`train.precision` must be one of {PRECISIONS}, got {recipe.train.precision!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(recipe.train.seed)
+    keras.mixed_precision.set_global_policy(recipe.train.precision)
+    try:
+        return _train(recipe, out_dir, verbose, print_fn, extra_callbacks)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
+    strategy = make_strategy(recipe.train.strategy)
+    batch_size = recipe.data.batch_size
+    label_map_path = out_dir / "label_map.json"
+    folder = image_folder(
+        resolve_train_root(recipe),
+        batch_size=batch_size,
+        seed=recipe.train.seed,
+        augment=recipe.data.augment,
+        repeat=recipe.train.steps_per_epoch is not None,
+        # A resumed run must keep the labels its checkpoint was trained with.
+        label_map=label_map_path if label_map_path.is_file() else None,
+    )
+    folder.save_label_map(label_map_path)
+    (out_dir / "recipe.json").write_text(recipe.to_json())
+    steps_per_epoch = recipe.train.steps_per_epoch or folder.steps_per_epoch
+    print_fn(
+        f"training {recipe.name}: {folder.num_images} images, {folder.num_classes} identities, "
+        f"batch {batch_size}, {steps_per_epoch} steps/epoch x {recipe.train.epochs} epochs, "
+        f"{strategy.num_replicas_in_sync} replica(s), precision {recipe.train.precision}"
+    )
+
+    with strategy.scope():
+        model = build_face_recognizer(recipe, folder.num_classes)
+        schedule = build_lr_schedule(recipe.optimizer, steps_per_epoch, recipe.train.epochs)
+        optimizer = keras.optimizers.SGD(
+            learning_rate=schedule,
+            momentum=recipe.optimizer.momentum,
+            weight_decay=recipe.optimizer.weight_decay,
+        )
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            jit_compile=recipe.train.jit_compile,
+        )
+
+    throughput = ThroughputLogger(batch_size, print_fn=print_fn if verbose else None)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(out_dir / "backup"), save_freq="epoch", delete_checkpoint=False),
+        keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "epoch_{epoch:03d}.keras")),
+        keras.callbacks.TensorBoard(str(out_dir / "logs"), update_freq="epoch"),
+        throughput,
+        BadRecordReport(folder, list_path=out_dir / "bad_records.txt", print_fn=print_fn),
+        *extra_callbacks,
+    ]
+    (out_dir / "checkpoints").mkdir(exist_ok=True)
+    started = time.perf_counter()
+    history = model.fit(
+        folder.dataset,
+        epochs=recipe.train.epochs,
+        steps_per_epoch=recipe.train.steps_per_epoch,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    elapsed = time.perf_counter() - started
+    model.save(out_dir / "model.keras")
+    model.embedding_model.save(out_dir / "embedding.keras")
+
+    rates = sorted(throughput.epoch_rates)
+    median_rate = rates[len(rates) // 2] if rates else float("nan")
+    initial_epoch = recipe.train.epochs - len(history.epoch)
+    summary = {
+        "recipe": recipe.name,
+        "epochs": recipe.train.epochs,
+        "initial_epoch": initial_epoch,
+        "steps_per_epoch": steps_per_epoch,
+        "batch_size": batch_size,
+        "num_images": folder.num_images,
+        "num_classes": folder.num_classes,
+        "images_per_second_median": median_rate,
+        "epoch_images_per_second": throughput.epoch_rates,
+        "wall_seconds": elapsed,
+        "bad_records": {path: reason for path, (_, reason) in folder.bad_records().items()},
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return TrainResult(
+        model=model,
+        out_dir=out_dir,
+        history=history.history,
+        images_per_second=median_rate,
+        bad_records=folder.bad_records(),
+        initial_epoch=initial_epoch,
+    )
