@@ -1,0 +1,188 @@
+"""Count images that a tf.data pipeline had to skip, and tell which files they were and why."""
+
+import os
+
+import tensorflow as tf
+
+from kerasface.data.preprocessing import decode_rgb
+
+# Leading bytes of every format `tf.io.decode_image` reads. A file that starts with none of
+# them cannot decode, so the pipeline rejects it without trying (and without decoder noise).
+_MAGIC = (
+    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG\r\n\x1a\n",  # PNG
+    b"BM",  # BMP
+    b"GIF87a",
+    b"GIF89a",
+    b"RIFF",  # WebP (RIFF....WEBP); other RIFF files fail in the decoder and are caught there
+)
+_MAGIC_LENGTH = max(len(m) for m in _MAGIC)
+
+
+class BadRecordTracker:
+    """Per-file skip counter shared by a tf.data pipeline (graph side) and Python (report side).
+
+    The graph side is a ``MutableHashTable`` ``file index -> pending`` on the CPU. A lookup table
+    rather than a ``tf.Variable`` so that a ``tf.distribute`` strategy scope, if one is active
+    while the pipeline is built, does not turn it into a mirrored variable on the accelerators.
+
+    * :meth:`check_header` rejects in-graph what certainly cannot decode (empty file, unknown
+      leading bytes) and counts it.
+    * :meth:`begin` / :meth:`end` bracket the decode of a file: ``pending[i]`` is incremented
+      before and decremented after. Decode errors that TensorFlow cannot catch in-graph (a
+      truncated or garbled file with a valid header) abort the element, which
+      ``Dataset.ignore_errors`` then drops; its ``+1`` stays. So after a pass, ``pending[i]``
+      is the number of times file ``i`` was skipped.
+    * :meth:`bad_records` turns the table into ``{path: (skips, reason)}``. A positive count
+      can also mean the element was being decoded at that instant (or its iterator was torn
+      down mid-element, as Keras does when it peeks at the first batch), so every candidate
+      is re-examined in Python and only files that really fail to read are reported.
+
+    Args:
+        file_paths: the pipeline's files; the graph side refers to them by index.
+
+    Returns:
+        (:meth:`bad_records`) dict ``path -> (times skipped, reason)``.
+    """
+
+    def __init__(self, file_paths):
+        self.file_paths = list(file_paths)
+        with tf.device("/CPU:0"):
+            self._pending = tf.lookup.experimental.MutableHashTable(
+                key_dtype=tf.int64, value_dtype=tf.int64, default_value=0, name="bad_records"
+            )
+            # index -> 1 for files that had to be resized; a set, so concurrent inserts are safe.
+            self._resized = tf.lookup.experimental.MutableHashTable(
+                key_dtype=tf.int64, value_dtype=tf.int64, default_value=0, name="resized_records"
+            )
+        self._verified_good = {}
+
+    # ---- graph side ----------------------------------------------------------------------
+
+    def check_header(self, index, data):
+        """In-graph: True when ``data`` may be an image, else count a skip of file ``index``."""
+        head = tf.strings.substr(data, 0, _MAGIC_LENGTH)
+        ok = tf.zeros([], tf.bool)
+        for magic in _MAGIC:
+            ok = tf.logical_or(ok, tf.equal(tf.strings.substr(head, 0, len(magic)), magic))
+
+        def count_skip():
+            with tf.control_dependencies([self._increment(index)]):
+                return tf.identity(ok)
+
+        return tf.cond(ok, lambda: ok, count_skip)
+
+    def begin(self, index, data):
+        """In-graph: mark file ``index`` as being decoded; returns ``data`` ordered after it."""
+        with tf.control_dependencies([self._increment(index)]):
+            return tf.identity(data)
+
+    def end(self, index, image):
+        """In-graph: mark the decode of file ``index`` done; returns ``image`` ordered after it."""
+        with tf.control_dependencies([image]):
+            new = self._pending.lookup(index) - 1
+            done = tf.cond(
+                tf.equal(new, 0),
+                lambda: self._pending.remove(tf.reshape(index, [1])),
+                lambda: self._pending.insert(index, new),
+            )
+        with tf.control_dependencies([done]):
+            return tf.identity(image)
+
+    def mark_resized(self, index):
+        """In-graph op recording that file ``index`` was not 112x112."""
+        return self._resized.insert(index, tf.ones([], tf.int64))
+
+    def _increment(self, index):
+        return self._pending.insert(index, self._pending.lookup(index) + 1)
+
+    # ---- Python side ---------------------------------------------------------------------
+
+    def bad_records(self):
+        """``{path: (times skipped, reason)}`` for every file that could not be read so far."""
+        keys, values = self._pending.export()
+        result = {}
+        for index, count in zip(keys.numpy().tolist(), values.numpy().tolist()):
+            if count <= 0:
+                continue
+            if self._verified_good.get(index) == count:
+                continue
+            path = self.file_paths[index]
+            reason = diagnose_image_file(path)
+            if reason is None:
+                # In flight when we looked, not broken; don't decode it again for this count.
+                self._verified_good[index] = count
+                continue
+            result[path] = (count, reason)
+        return dict(sorted(result.items()))
+
+    def num_resized(self):
+        """How many distinct files were resized to 112x112 so far."""
+        return int(self._resized.size().numpy())
+
+    def reset(self):
+        """Forget all counts (e.g. between two independent runs over the same pipeline)."""
+        keys, _ = self._pending.export()
+        self._pending.remove(keys)
+        keys, _ = self._resized.export()
+        self._resized.remove(keys)
+        self._verified_good.clear()
+
+
+def diagnose_image_file(path):
+    """Why ``path`` cannot be decoded as an image, or None when it decodes.
+
+    Uses the same decoder as the pipeline (``decode_rgb``), so "decodes here" means
+    "decodes there".
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return "file is missing (deleted after the folder was indexed?)"
+    except OSError as error:
+        return f"cannot be read: {error.strerror or error}"
+    if not data:
+        return "empty file (0 bytes)"
+    if not any(data.startswith(magic) for magic in _MAGIC):
+        return f"not an image (starts with {data[:8]!r})"
+    try:
+        decode_rgb(tf.constant(data))
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
+        if data.startswith(b"\xff\xd8\xff") and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+            return f"truncated JPEG ({len(data)} bytes, no end-of-image marker)"
+        if data.startswith(b"\x89PNG") and b"IEND" not in data[-32:]:
+            return f"truncated PNG ({len(data)} bytes, no IEND chunk)"
+        message = str(error.message if hasattr(error, "message") else error).strip()
+        message = message.split("}}")[-1].strip().splitlines()[0] if message else "unknown"
+        return f"cannot be decoded: {message}"
+    return None
+
+
+def describe_bad_records(records, max_listed=20, list_path=None):
+    """One human line about ``records`` (``{path: (skips, reason)}``).
+
+    Args:
+        records: from :meth:`BadRecordTracker.bad_records`.
+        max_listed: name at most this many files in the line.
+        list_path: when given, the full list is (re)written there, one
+            ``path<TAB>times skipped<TAB>reason`` per line, and the line points to it when it
+            had to leave files out.
+
+    Returns:
+        the message ("" when ``records`` is empty).
+    """
+    if not records:
+        return ""
+    items = list(records.items())
+    shown = ", ".join(f"{path} ({reason})" for path, (_, reason) in items[:max_listed])
+    message = f"skipped {len(items)} unreadable file{'s' if len(items) != 1 else ''}: {shown}"
+    if list_path is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(list_path)), exist_ok=True)
+        with open(list_path, "w", encoding="utf-8") as f:
+            for path, (count, reason) in items:
+                f.write(f"{path}\t{count}\t{reason}\n")
+    if len(items) > max_listed:
+        where = f"; full list in {list_path}" if list_path is not None else ""
+        message += f", ... ({len(items) - max_listed} more{where})"
+    return message
