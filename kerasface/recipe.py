@@ -26,8 +26,11 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
+    """A registered backbone; ``backbone_kwargs`` go to its constructor (e.g. width_multiplier)."""
+
     backbone: str = "mobilefacenet"
     embedding_size: int = 512
+    backbone_kwargs: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +131,9 @@ def _replace_path(obj, keys, value, override):
         value = float(value)
     elif isinstance(current, tuple) and isinstance(value, list):
         value = tuple(value)
-    elif current is not None and value is not None and not isinstance(value, type(current)):
+    elif current is not None and value is not None and not isinstance(value, type(current)) and not (
+        isinstance(current, float) and isinstance(value, (int, float)) and not isinstance(value, bool)
+    ):
         raise ValueError(f"{override!r}: expected {type(current).__name__}, got {type(value).__name__} {value!r}")
     return dataclasses.replace(obj, **{keys[0]: value})
 

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from kerasface.data.preprocessing import IMAGE_SIZE, normalize_images, normalize_numpy
+from kerasface.data.preprocessing import IMAGE_SIZE, decode_rgb, normalize_images, normalize_numpy
 
 
 def embed_images(embed_fn, images, batch_size=64, flip=False, names=None):
@@ -119,14 +119,7 @@ def _decode_one(source, from_file):
     import tensorflow as tf
 
     data = tf.io.read_file(source) if from_file else source
-    # TF's default JPEG IDCT is the fast approximate one (pixels off by up to ~16 levels from
-    # libjpeg's accurate IDCT used by PIL and OpenCV); evaluation uses the accurate one.
-    image = tf.cond(
-        tf.io.is_jpeg(data),
-        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8),
-    )
-    image = tf.cast(image, tf.float32)
+    image = tf.cast(decode_rgb(data), tf.float32)
     image = tf.cond(
         tf.reduce_all(tf.shape(image)[:2] == IMAGE_SIZE),
         lambda: image,

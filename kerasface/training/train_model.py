@@ -44,7 +44,9 @@ def build_face_recognizer(recipe, num_classes):
     head_kwargs = {"num_classes": num_classes, "scale": recipe.head.scale}
     if recipe.head.margin is not None:
         head_kwargs["margin"] = recipe.head.margin
-    backbone = backbones.get(recipe.model.backbone, embedding_size=recipe.model.embedding_size)
+    backbone = backbones.get(
+        recipe.model.backbone, embedding_size=recipe.model.embedding_size, **recipe.model.backbone_kwargs
+    )
     head = heads.get(recipe.head.name, **head_kwargs)
     model = FaceRecognizer(backbone, head, name=f"{recipe.model.backbone}_{recipe.head.name}")
     model.build((None, 112, 112, 3))
@@ -95,7 +97,9 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
         batch_size=batch_size,
         seed=recipe.train.seed,
         augment=recipe.data.augment,
-        repeat=recipe.train.steps_per_epoch is not None,
+        # Always repeat and give fit an exact step count: skipped files make the cardinality
+        # unknown, and then Keras runs one extra (empty) step per epoch and the LR schedule drifts.
+        repeat=True,
         # A resumed run must keep the labels its checkpoint was trained with.
         label_map=label_map_path if label_map_path.is_file() else None,
     )
@@ -137,7 +141,7 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
     history = model.fit(
         folder.dataset,
         epochs=recipe.train.epochs,
-        steps_per_epoch=recipe.train.steps_per_epoch,
+        steps_per_epoch=steps_per_epoch,
         callbacks=callbacks,
         verbose=verbose,
     )
