@@ -22,7 +22,7 @@ def add_arguments(parser):
                         help="shortcut for --set train.precision=...")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe field, e.g. --set optimizer.lr=0.2 (repeatable)")
-    parser.add_argument("--quiet", action="store_true", help="no Keras progress bar")
+    parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
 
 
 def recipe_from_args(args):
@@ -46,7 +46,7 @@ def run(args):
 
     recipe = recipe_from_args(args)
     out_dir = args.out or f"runs/{recipe.name}"
-    result = train(recipe, out_dir, verbose=0 if args.quiet else 1)
+    result = train(recipe, out_dir, verbose=2 if args.quiet else 1)
     print(f"done: {result.out_dir}/model.keras, {result.out_dir}/embedding.keras; "
           f"{result.images_per_second:.1f} images/s (median over epochs)")
     if result.bad_records:

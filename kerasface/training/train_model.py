@@ -127,7 +127,7 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
             jit_compile=recipe.train.jit_compile,
         )
 
-    throughput = ThroughputLogger(batch_size, print_fn=print_fn if verbose else None)
+    throughput = ThroughputLogger(batch_size, print_fn=print_fn)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out_dir / "backup"), save_freq="epoch", delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "epoch_{epoch:03d}.keras")),
@@ -144,6 +144,7 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
         steps_per_epoch=steps_per_epoch,
         callbacks=callbacks,
         verbose=verbose,
+        shuffle=False,  # the pipeline shuffles; Keras would only warn that it cannot
     )
     elapsed = time.perf_counter() - started
     model.save(out_dir / "model.keras")
