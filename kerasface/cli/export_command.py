@@ -1,0 +1,164 @@
+"""`kerasface export`: write an embedding model as SavedModel, TFLite or ONNX and check parity with Keras."""
+
+import sys
+from pathlib import Path
+
+FORMATS = ("savedmodel", "tflite", "onnx")
+QUANTIZATIONS = ("float16", "dynamic", "int8")
+
+
+def add_arguments(parser):
+    """Add the `export` options to an argparse parser."""
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="embedding model to export: a .keras file or a `kerasface train` run directory",
+    )
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=FORMATS,
+        help="savedmodel: TF Serving directory taking uint8 RGB faces (normalisation inside); "
+        "tflite: LiteRT flatbuffer; onnx: ONNX (opset 17, NHWC). tflite and onnx take float32 "
+        "faces normalised as (x - 127.5) / 128",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=QUANTIZATIONS,
+        default=None,
+        help="tflite only: float16 weights, dynamic-range int8 weights, or full-integer int8 "
+        "(calibrated; float32 input/output unless --int8-io). Default: float32",
+    )
+    parser.add_argument(
+        "--calibration",
+        default=None,
+        metavar="DIR",
+        help="--quantize int8 only: folder of aligned 112x112 faces (searched recursively) for "
+        "activation ranges; %(metavar)s defaults to synthetic faces, real faces calibrate better",
+    )
+    parser.add_argument(
+        "--num-calibration",
+        type=int,
+        default=200,
+        help="calibration faces sampled deterministically from --calibration (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--int8-io",
+        action="store_true",
+        help="--quantize int8 only: int8 input and output tensors instead of float32 (for "
+        "integer-only accelerators; the caller applies the file's scale and zero point)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="PATH",
+        help="output file (.tflite/.onnx) or SavedModel directory; default: beside the model, "
+        "named <model>[_<quantize>].tflite, <model>.onnx or <model>_savedmodel",
+    )
+    parser.add_argument(
+        "--parity-images",
+        default=None,
+        metavar="DIR",
+        help="folder of aligned faces for the parity check against the Keras model (default: "
+        "synthetic faces)",
+    )
+    parser.add_argument(
+        "--num-parity",
+        type=int,
+        default=64,
+        help="faces used for the parity check (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--min-cosine",
+        type=float,
+        default=None,
+        help="parity threshold on the cosine between exported and Keras embeddings: every face "
+        "must reach it for float formats, the mean over faces for dynamic and int8 "
+        "(default: 0.9999 float32, 0.999 float16, 0.99 dynamic and int8)",
+    )
+    parser.add_argument(
+        "--opset", type=int, default=17, help="ONNX opset, 13-18 (default: %(default)s)"
+    )
+    return parser
+
+
+def run(args):
+    """Load the model named by ``args.model`` and export it; returns the exit code."""
+    problem = _argument_problem(args)
+    if problem:  # before the (slow) model load
+        print(f"kerasface export: error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        from kerasface.models import load_embedding_model
+
+        model = load_embedding_model(args.model)
+    except (OSError, ValueError) as error:
+        print(f"kerasface export: error: cannot load model {args.model}: {error}", file=sys.stderr)
+        return 1
+    return run_with_model(model, args)
+
+
+def run_with_model(model, args):
+    """Export an already loaded embedding model as ``args`` say; returns the exit code (0, 1 or 2)."""
+    from kerasface.export.parity import ParityError, export_model
+    from kerasface.export.tflite_export import UnsupportedOpsError
+
+    problem = _argument_problem(args)
+    if problem:
+        print(f"kerasface export: error: {problem}", file=sys.stderr)
+        return 2
+    out = args.out or default_output_path(args.model, args.format, args.quantize)
+    try:
+        export_model(
+            model,
+            out,
+            args.format,
+            quantize=args.quantize,
+            calibration=args.calibration,
+            parity_images=args.parity_images,
+            int8_io=args.int8_io,
+            opset=args.opset,
+            min_cosine=args.min_cosine,
+            num_parity_images=args.num_parity,
+            num_calibration_images=args.num_calibration,
+        )
+    except ParityError as error:  # export_model already printed the numbers
+        print(
+            f"kerasface export: parity check failed; {error.report.path} is kept for inspection",
+            file=sys.stderr,
+        )
+        return 1
+    except (UnsupportedOpsError, ValueError, FileNotFoundError) as error:
+        print(f"kerasface export: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def default_output_path(model_path, export_format, quantize=None):
+    """Output path beside ``model_path``: <stem>[_<quantize>].tflite, <stem>.onnx or <stem>_savedmodel."""
+    model_path = Path(model_path)
+    stem = model_path.name if model_path.is_dir() else model_path.stem
+    folder = model_path if model_path.is_dir() else model_path.parent
+    suffix = f"_{quantize}" if quantize else ""
+    if export_format == "savedmodel":
+        return folder / f"{stem}_savedmodel"
+    return folder / f"{stem}{suffix}.{export_format}"
+
+
+def _argument_problem(args):
+    if args.quantize and args.format != "tflite":
+        return f"--quantize {args.quantize} applies to --format tflite only, got --format {args.format}"
+    if args.calibration and args.quantize != "int8":
+        return f"--calibration needs --quantize int8, got --quantize {args.quantize}"
+    if args.int8_io and args.quantize != "int8":
+        return f"--int8-io needs --quantize int8, got --quantize {args.quantize}"
+    if args.calibration and not Path(args.calibration).is_dir():
+        return f"--calibration {args.calibration}: not a directory"
+    if args.parity_images and not Path(args.parity_images).is_dir():
+        return f"--parity-images {args.parity_images}: not a directory"
+    suffix = {"tflite": ".tflite", "onnx": ".onnx"}.get(args.format)
+    if args.out and suffix and Path(args.out).suffix != suffix:
+        return f"--out {args.out}: a --format {args.format} file must end in {suffix}"
+    if args.num_parity < 1 or args.num_calibration < 1:
+        return f"--num-parity and --num-calibration must be >= 1, got {args.num_parity} and {args.num_calibration}"
+    return None
