@@ -71,8 +71,10 @@ def run(args):
     exports = {
         "SavedModel": export_model(embedding_model, export_dir / "saved_model", "savedmodel", parity_images=calibration),
         "TFLite fp32": export_model(embedding_model, export_dir / "model_fp32.tflite", "tflite", parity_images=calibration),
+        # Post-training int8 of MobileFaceNet can miss the 0.99 cosine bar (error builds up over
+        # ~50 thin layers); the quickstart reports that and the int8 accuracy instead of stopping.
         "TFLite int8": export_model(embedding_model, export_dir / "model_int8.tflite", "tflite", quantize="int8",
-                                    calibration=calibration, parity_images=calibration),
+                                    calibration=calibration, parity_images=calibration, raise_on_failure=False),
         "ONNX": export_model(embedding_model, export_dir / "model.onnx", "onnx", parity_images=calibration),
     }
 
@@ -124,6 +126,12 @@ def _latencies(runners):
     return results
 
 
+def _parity_text(report):
+    parity = report.parity
+    verdict = "ok" if report.passed else "FAILED"
+    return f"min {parity['min_cosine']:.4f} / mean {parity['mean_cosine']:.4f} ({verdict})"
+
+
 def _summary_table(cost, exports, accuracy, latency, seconds, result):
     from kerasface.budget import format_quantity
 
@@ -131,7 +139,7 @@ def _summary_table(cost, exports, accuracy, latency, seconds, result):
         f"MobileFaceNet: {format_quantity(cost.params)} params, {format_quantity(cost.macs)} MACs, "
         f"{format_quantity(cost.flops)} FLOPs (batch 1); trained at {result.images_per_second:.1f} images/s",
         "",
-        "| model | accuracy (10-fold) | TAR@FAR=1e-2 | file size | latency/face (batch 1) | parity cosine (min) |",
+        "| model | accuracy (10-fold) | TAR@FAR=1e-2 | file size | latency/face (batch 1) | parity cosine vs Keras |",
         "|---|---|---|---|---|---|",
     ]
     for name in ("Keras", "SavedModel", "TFLite fp32", "TFLite int8", "ONNX"):
@@ -143,9 +151,12 @@ def _summary_table(cost, exports, accuracy, latency, seconds, result):
         size = f"{rep.size_bytes / 1e6:.2f} MB" if rep else "-"
         lat = latency.get(name)
         lat_text = f"{lat.per_face_ms:.2f} ms" if lat else "-"
-        parity = f"{rep.parity['min_cosine']:.5f}" if rep else "-"
+        parity = _parity_text(rep) if rep else "-"
         lines.append(f"| {name} | {acc} | {tar_text} | {size} | {lat_text} | {parity} |")
     lines.append("")
+    failed = [name for name, rep in exports.items() if not rep.passed]
+    if failed:
+        lines.append(f"PARITY FAILED for {', '.join(failed)}: compare its accuracy with Keras above before shipping it.")
     lines.append(f"TFLite and ONNX Runtime ran single-threaded; Keras used TensorFlow's default threads. "
                  f"Total time {seconds / 60:.1f} min.")
     return "\n".join(lines)
