@@ -135,9 +135,11 @@ def _parity_text(report):
 def _summary_table(cost, exports, accuracy, latency, seconds, result):
     from kerasface.budget import format_quantity
 
+    rate = result.images_per_second
+    trained = f"trained at {rate:.1f} images/s" if rate == rate else "resumed a finished run (no epochs trained now)"
     lines = [
         f"MobileFaceNet: {format_quantity(cost.params)} params, {format_quantity(cost.macs)} MACs, "
-        f"{format_quantity(cost.flops)} FLOPs (batch 1); trained at {result.images_per_second:.1f} images/s",
+        f"{format_quantity(cost.flops)} FLOPs (batch 1); {trained}",
         "",
         "| model | accuracy (10-fold) | TAR@FAR=1e-2 | file size | latency/face (batch 1) | parity cosine vs Keras |",
         "|---|---|---|---|---|---|",
