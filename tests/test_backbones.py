@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -45,6 +46,7 @@ def test_input_validation():
 
 
 def test_shared_checks(tmp_path):
+    keras.utils.set_random_seed(0)  # independent of the tests that ran before
     images = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
     run_all_checks(
         lambda: MobileFaceNet(**SMALL),
