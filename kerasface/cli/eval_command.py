@@ -5,6 +5,8 @@ import os
 import pickle
 import sys
 
+from kerasface.cli.model_argument import load_model_argument
+
 
 def add_arguments(parser):
     """Add the `eval` options to an argparse parser."""
@@ -45,12 +47,8 @@ def add_arguments(parser):
 
 def run(args):
     """Load the model named by ``args.model`` and evaluate it; returns the exit code."""
-    try:
-        from kerasface.models import load_embedding_model
-
-        model = load_embedding_model(args.model)
-    except (OSError, ValueError) as error:
-        print(f"kerasface eval: error: cannot load model {args.model}: {error}", file=sys.stderr)
+    model = load_model_argument(args.model, "eval")
+    if model is None:
         return 1
     return run_with_model(model, args)
 

@@ -3,6 +3,8 @@
 import sys
 from pathlib import Path
 
+from kerasface.cli.model_argument import load_model_argument
+
 FORMATS = ("savedmodel", "tflite", "onnx")
 QUANTIZATIONS = ("float16", "dynamic", "int8")
 
@@ -88,12 +90,8 @@ def run(args):
     if problem:  # before the (slow) model load
         print(f"kerasface export: error: {problem}", file=sys.stderr)
         return 2
-    try:
-        from kerasface.models import load_embedding_model
-
-        model = load_embedding_model(args.model)
-    except (OSError, ValueError) as error:
-        print(f"kerasface export: error: cannot load model {args.model}: {error}", file=sys.stderr)
+    model = load_model_argument(args.model, "export")
+    if model is None:
         return 1
     return run_with_model(model, args)
 
