@@ -60,12 +60,8 @@ class MarginHead(keras.layers.Layer):
 
     def cosine(self, embeddings):
         """cos(theta) between each embedding and each class centre, (B, C) float32 in [-1, 1]."""
-        embeddings = ops.cast(embeddings, "float32")
-        embeddings = embeddings / ops.sqrt(
-            ops.maximum(ops.sum(ops.square(embeddings), axis=-1, keepdims=True), 1e-12)
-        )
-        kernel = ops.cast(self.kernel, "float32")
-        kernel = kernel / ops.sqrt(ops.maximum(ops.sum(ops.square(kernel), axis=0, keepdims=True), 1e-12))
+        embeddings = l2_normalize(ops.cast(embeddings, "float32"), axis=-1)
+        kernel = l2_normalize(ops.cast(self.kernel, "float32"), axis=0)
         return ops.clip(ops.matmul(embeddings, kernel), -1.0, 1.0)
 
     def target_logit(self, cos_target):
@@ -103,6 +99,15 @@ class MarginHead(keras.layers.Layer):
             }
         )
         return config
+
+
+def l2_normalize(x, axis=-1):
+    """``x / ||x||`` with the squared norm floored at 1e-12, so the gradient stays finite at 0.
+
+    (``keras.ops.normalize`` floors ``rsqrt`` after the fact, which leaves an infinite
+    gradient at a zero vector.)
+    """
+    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=axis, keepdims=True), 1e-12))
 
 
 def _is_pair(value):

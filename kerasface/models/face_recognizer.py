@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from kerasface.heads.margin_head import _is_pair
+from kerasface.heads.margin_head import _is_pair, l2_normalize
 
 
 @keras.saving.register_keras_serializable(package="kerasface")
@@ -43,7 +43,7 @@ class FaceRecognizer(keras.Model):
         if _is_pair(inputs):
             images, labels = inputs
             return self.head([self.backbone(images, training=training), labels], training=training)
-        return _l2_normalize(self.backbone(inputs, training=training))
+        return l2_normalize(ops.cast(self.backbone(inputs, training=training), "float32"))
 
     # Keras unpacks (x, y) batches and calls the model on x only; the head also needs y,
     # so each step re-packs the batch as ((x, y), y) before the standard Keras step runs.
@@ -58,9 +58,8 @@ class FaceRecognizer(keras.Model):
         """The backbone alone with L2-normalised float32 output: what is evaluated and exported."""
         images = keras.Input(self.backbone.input_shape[1:], name="image")
         embeddings = self.backbone(images, training=False)
-        outputs = keras.layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(
-            ops.cast(embeddings, "float32") if embeddings.dtype != "float32" else embeddings
-        )
+        # A float32 layer casts its input, so a float16 backbone still gives float32 embeddings.
+        outputs = keras.layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(embeddings)
         return keras.Model(images, outputs, name=f"{self.backbone.name}_embedding")
 
     def get_config(self):
@@ -88,8 +87,3 @@ def _with_labels_as_input(data):
     if y is None:
         raise ValueError("FaceRecognizer needs (images, labels) batches; got images without labels")
     return ((x, y), y) if sample_weight is None else ((x, y), y, sample_weight)
-
-
-def _l2_normalize(x):
-    x = ops.cast(x, "float32")
-    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))

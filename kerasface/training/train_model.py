@@ -35,7 +35,7 @@ class TrainResult:
     out_dir: Path
     history: dict
     images_per_second: float
-    bad_records: list
+    bad_records: dict
     initial_epoch: int
 
 
