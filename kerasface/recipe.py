@@ -35,11 +35,16 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class HeadConfig:
-    """A registered head and its hyper-parameters; ``margin=None`` keeps the head's default."""
+    """A registered head and its hyper-parameters.
+
+    ``scale=None``/``margin=None`` keep the head's paper default; ``kwargs`` go to the head's
+    constructor as well (e.g. ``--set head.kwargs={'t':1.1}`` for NPCFace).
+    """
 
     name: str = "arcface"
-    scale: float = 64.0
+    scale: Optional[float] = 64.0
     margin: Optional[float] = None
+    kwargs: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

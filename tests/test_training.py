@@ -30,6 +30,17 @@ def test_overrides_parse_and_type_check():
         apply_overrides(Recipe(), ["optimizer=1"])
 
 
+def test_head_kwargs_and_default_scale_reach_the_head():
+    from kerasface.training import build_face_recognizer
+
+    recipe = apply_overrides(Recipe(), ["head.name='cosface'", "head.scale=None", "head.kwargs={'margin': 0.2}",
+                                        f"model.backbone_kwargs={TINY_BACKBONE}", "model.embedding_size=16"])
+    head = build_face_recognizer(recipe, num_classes=7).head
+    assert head.margin == 0.2 and head.scale == 64.0 and head.num_classes == 7  # CosFace's paper scale
+    with pytest.raises(ValueError, match="bogus"):
+        build_face_recognizer(apply_overrides(recipe, ["head.kwargs={'bogus': 1}"]), num_classes=7)
+
+
 def test_recipe_files_load():
     recipe = load_recipe("arcface")
     assert recipe.head.name == "arcface" and recipe.head.margin == 0.5

@@ -41,7 +41,9 @@ class TrainResult:
 
 def build_face_recognizer(recipe, num_classes):
     """The ``FaceRecognizer`` a recipe describes, for ``num_classes`` identities."""
-    head_kwargs = {"num_classes": num_classes, "scale": recipe.head.scale}
+    head_kwargs = {"num_classes": num_classes, **recipe.head.kwargs}
+    if recipe.head.scale is not None:
+        head_kwargs["scale"] = recipe.head.scale
     if recipe.head.margin is not None:
         head_kwargs["margin"] = recipe.head.margin
     backbone = backbones.get(
