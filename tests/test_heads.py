@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from kerasface import heads
+from kerasface.testing.head_cases import embeddings_at_angles, head_with_kernel
 from kerasface.testing import run_all_checks
 
 
@@ -32,19 +33,6 @@ def reference_logits(name, embeddings, kernel, labels, scale, margin, easy_margi
     return scale * logits
 
 
-def _embeddings_at_angles(thetas, dim=8):
-    """Embeddings whose angle to class 0's centre (e_0) is exactly theta."""
-    e = np.zeros((len(thetas), dim))
-    e[:, 0] = np.cos(thetas)
-    e[:, 1] = np.sin(thetas)
-    return e.astype(np.float32)
-
-
-def _head_with_kernel(name, kernel, **kwargs):
-    head = heads.get(name, num_classes=kernel.shape[1], **kwargs)
-    head.build([(None, kernel.shape[0]), (None,)])
-    head.kernel.assign(kernel)
-    return head
 
 
 @pytest.mark.parametrize(
@@ -57,7 +45,7 @@ def test_logits_match_numpy_reference(name, kwargs):
     embeddings = rng.normal(size=(16, 8)).astype(np.float32)
     kernel = rng.normal(size=(8, 5)).astype(np.float32)
     labels = rng.integers(0, 5, 16)
-    head = _head_with_kernel(name, kernel, scale=30.0, **kwargs)
+    head = head_with_kernel(name, kernel, scale=30.0, **kwargs)
     got = head([embeddings, labels]).numpy()
     want = reference_logits(name, embeddings, kernel, labels, 30.0, kwargs.get("margin", 0.0), kwargs.get("easy_margin", False))
     np.testing.assert_allclose(got, want, atol=2e-4)
@@ -69,9 +57,9 @@ def test_arcface_hand_picked_angles_including_near_pi():
     margin = 0.5
     kernel = np.eye(8, 3, dtype=np.float32)
     thetas = np.array([0.0, 1e-4, 0.3, math.pi / 2, math.pi - margin - 1e-3, math.pi - margin + 1e-3, math.pi - 0.05, math.pi])
-    embeddings = _embeddings_at_angles(thetas)
+    embeddings = embeddings_at_angles(thetas)
     labels = np.zeros(len(thetas), dtype=np.int32)
-    head = _head_with_kernel("arcface", kernel, margin=margin, scale=1.0)
+    head = head_with_kernel("arcface", kernel, margin=margin, scale=1.0)
     target = head([embeddings, labels]).numpy()[:, 0]
     expected = np.where(thetas + margin <= math.pi, np.cos(thetas + margin), np.cos(thetas) - margin * math.sin(margin))
     np.testing.assert_allclose(target, expected, atol=2e-3)
@@ -82,9 +70,9 @@ def test_arcface_hand_picked_angles_including_near_pi():
 @pytest.mark.parametrize("name", ["arcface", "cosface", "normface"])
 def test_gradients_finite_at_cos_plus_minus_one(name):
     kernel = np.eye(8, 3, dtype=np.float32)
-    embeddings = tf.constant(_embeddings_at_angles(np.array([0.0, math.pi, math.pi / 2, 0.0])))
+    embeddings = tf.constant(embeddings_at_angles(np.array([0.0, math.pi, math.pi / 2, 0.0])))
     labels = np.array([0, 0, 0, 1], dtype=np.int32)
-    head = _head_with_kernel(name, kernel)
+    head = head_with_kernel(name, kernel)
     with tf.GradientTape() as tape:
         tape.watch(embeddings)
         loss = keras.losses.sparse_categorical_crossentropy(labels, head([embeddings, labels]), from_logits=True)
@@ -98,8 +86,8 @@ def test_margin_lowers_the_target_logit_only():
     embeddings = rng.normal(size=(6, 8)).astype(np.float32)
     labels = np.array([0, 1, 2, 3, 0, 1])
     kernel = rng.normal(size=(8, 4)).astype(np.float32)
-    plain = _head_with_kernel("normface", kernel)([embeddings, labels]).numpy()
-    arc = _head_with_kernel("arcface", kernel)([embeddings, labels]).numpy()
+    plain = head_with_kernel("normface", kernel)([embeddings, labels]).numpy()
+    arc = head_with_kernel("arcface", kernel)([embeddings, labels]).numpy()
     is_target = np.arange(4)[None] == labels[:, None]
     np.testing.assert_allclose(arc[~is_target], plain[~is_target], atol=1e-4)
     assert np.all(arc[is_target] < plain[is_target])

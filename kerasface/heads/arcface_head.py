@@ -15,7 +15,8 @@ class ArcFaceHead(MarginHead):
     Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face Recognition",
     CVPR 2019, eq. 3. Where ``theta + m > pi`` the margin would make the logit *rise*
     again, so past that point the target logit continues monotonically as
-    ``cos(theta) - m * sin(m)`` (the insightface fallback; ``easy_margin`` instead keeps
+    ``cos(theta) - m * sin(m)`` (the insightface fallback: monotone but not continuous,
+    it steps down by ``cos(m) + m sin(m) - 1`` at theta = pi - m, 0.12 at m=0.5; ``easy_margin`` keeps
     ``cos(theta)`` whenever ``cos(theta) <= 0``). ``cos(theta + m)`` is expanded as
     ``cos*cos(m) - sin*sin(m)`` with ``sin`` floored away from 0, so no ``acos`` and no
     infinite gradient at ``cos = +-1``.

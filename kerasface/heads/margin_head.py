@@ -164,6 +164,26 @@ def replace_target(values, labels, target):
     return ops.scatter_update(values, indices, ops.cast(target, values.dtype))
 
 
+def sum_over_replicas(*values):
+    """Sums tensors over the replicas of a ``tf.distribute`` strategy (themselves without one).
+
+    Running statistics built from these sums are the global-batch value on every replica,
+    identical to one device (a mean of per-replica estimates would not be, for medians).
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return values
+    return tuple(context.all_reduce(tf.distribute.ReduceOp.SUM, list(values)))
+
+
+def gather_over_replicas(values):
+    """Concatenates a (n,) tensor over the replicas (itself without a strategy)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return values
+    return context.all_gather(values, axis=0)
+
+
 def acos(cos):
     """``arccos`` with its argument kept off +-1, so the gradient stays finite everywhere."""
     return ops.arccos(ops.clip(cos, -1.0 + 1e-7, 1.0 - 1e-7))
