@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from kerasface import backbones, heads, models  # noqa: E402
+from kerasface import backbones, heads, losses, models  # noqa: E402
 
-__all__ = ["__version__", "backbones", "heads", "models"]
+__all__ = ["__version__", "backbones", "heads", "losses", "models"]

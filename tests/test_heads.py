@@ -121,3 +121,14 @@ def test_shared_checks(name, tmp_path):
     rng = np.random.default_rng(2)
     inputs = [rng.normal(size=(8, 16)).astype(np.float32), rng.integers(0, 10, 8).astype(np.int32)]
     run_all_checks(lambda: heads.get(name, num_classes=10), inputs, tmp_path, call_kwargs={"training": True})
+
+
+@pytest.mark.parametrize("name", heads.list())
+def test_every_head_gives_float32_logits_under_mixed_bfloat16(name):
+    from kerasface.testing import check_mixed_precision
+
+    rng = np.random.default_rng(3)
+    inputs = [rng.normal(size=(8, 16)).astype(np.float32), rng.integers(0, 10, 8).astype(np.int32)]
+    # bfloat16 keeps 8 mantissa bits: the logits (s up to 64) agree with float32 to ~1e-2 relative.
+    check_mixed_precision(lambda: heads.get(name, num_classes=10), inputs, policy="mixed_bfloat16",
+                          output_dtype="float32", call_kwargs={"training": True}, atol=0.1, rtol=2e-2)
