@@ -43,16 +43,26 @@ class ArcFaceHead(MarginHead):
         self.easy_margin = bool(easy_margin)
 
     def target_logit(self, cos_target):
-        sin_target = ops.sqrt(ops.clip(1.0 - ops.square(cos_target), 1e-7, 1.0))
-        cos_with_margin = cos_target * math.cos(self.margin) - sin_target * math.sin(self.margin)
         if self.easy_margin:
-            return ops.where(cos_target > 0.0, cos_with_margin, cos_target)
-        # theta + m <= pi  <=>  cos(theta) >= cos(pi - m)
-        return ops.where(
-            cos_target > math.cos(math.pi - self.margin),
-            cos_with_margin,
-            cos_target - self.margin * math.sin(self.margin),
-        )
+            return ops.where(cos_target > 0.0, additive_angular_margin(cos_target, self.margin, fallback=False),
+                             cos_target)
+        return additive_angular_margin(cos_target, self.margin)
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin, "easy_margin": self.easy_margin}
+
+
+def additive_angular_margin(cos_target, margin, fallback=True):
+    """``cos(theta + m)`` for a scalar or per-sample (B,) margin m, without ``acos``.
+
+    ``cos(theta + m)`` is ``cos*cos(m) - sin*sin(m)`` with ``sin`` floored away from 0 (finite
+    gradient at ``cos = +-1``). With ``fallback``, where ``theta + m > pi`` (i.e.
+    ``cos(theta) < cos(pi - m) = -cos(m)``) the value continues as ``cos(theta) - m sin(m)``
+    so it keeps decreasing in theta (insightface's continuation).
+    """
+    sin_target = ops.sqrt(ops.clip(1.0 - ops.square(cos_target), 1e-7, 1.0))
+    cos_m, sin_m = ops.cos(margin), ops.sin(margin)
+    cos_with_margin = cos_target * cos_m - sin_target * sin_m
+    if not fallback:
+        return cos_with_margin
+    return ops.where(cos_target > -cos_m, cos_with_margin, cos_target - margin * sin_m)

@@ -5,6 +5,7 @@ import warnings
 
 from keras import ops
 
+from kerasface.heads.arcface_head import additive_angular_margin
 from kerasface.heads.head_registry import HEADS
 from kerasface.heads.margin_head import MarginHead, replace_target
 
@@ -103,13 +104,10 @@ class MagFaceHead(MarginHead):
         return replace_target(cos, labels, target)
 
     def _target(self, cos_target, margin):
-        cos_margin, sin_margin = ops.cos(margin), ops.sin(margin)
-        sin_target = ops.sqrt(ops.clip(1.0 - ops.square(cos_target), 1e-7, 1.0))
-        cos_with_margin = cos_target * cos_margin - sin_target * sin_margin
         if self.easy_margin:
-            return ops.where(cos_target > 0.0, cos_with_margin, cos_target)
-        # theta + m <= pi  <=>  cos(theta) >= cos(pi - m) = -cos(m)
-        return ops.where(cos_target > -cos_margin, cos_with_margin, cos_target - margin * sin_margin)
+            return ops.where(cos_target > 0.0, additive_angular_margin(cos_target, margin, fallback=False),
+                             cos_target)
+        return additive_angular_margin(cos_target, margin)
 
     def target_curve(self, theta):
         """The target logit at the mid magnitude ``a = (l_a + u_a) / 2``, i.e. m = (l_m + u_m) / 2."""

@@ -4,6 +4,7 @@ import math
 
 from keras import ops
 
+from kerasface.heads.arcface_head import additive_angular_margin
 from kerasface.heads.head_registry import HEADS
 from kerasface.heads.margin_head import MarginHead
 
@@ -60,14 +61,7 @@ class MVSoftmaxHead(MarginHead):
     def target_logit(self, cos_target):
         if self.margin_type == "am":
             return cos_target - self.margin
-        sin_target = ops.sqrt(ops.clip(1.0 - ops.square(cos_target), 1e-7, 1.0))
-        cos_with_margin = cos_target * math.cos(self.margin) - sin_target * math.sin(self.margin)
-        # theta + m <= pi  <=>  cos(theta) >= cos(pi - m); past it the monotonic continuation.
-        return ops.where(
-            cos_target > math.cos(math.pi - self.margin),
-            cos_with_margin,
-            cos_target - self.margin * math.sin(self.margin),
-        )
+        return additive_angular_margin(cos_target, self.margin)
 
     def negative_logits(self, cos, cos_target, target_logit):
         misclassified = cos > ops.expand_dims(target_logit, 1)

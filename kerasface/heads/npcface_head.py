@@ -4,6 +4,7 @@ import math
 
 from keras import ops
 
+from kerasface.heads.arcface_head import additive_angular_margin
 from kerasface.heads.head_registry import HEADS
 from kerasface.heads.margin_head import MarginHead, gather_target, replace_target
 
@@ -71,11 +72,11 @@ class NPCFaceHead(MarginHead):
         self.hard_margin = None if hard_margin is None else float(hard_margin)
 
     def target_logit(self, cos_target):
-        return _arc_target(cos_target, self.m0)
+        return additive_angular_margin(cos_target, self.m0)
 
     def margin_logits(self, cos, cos_target, labels, embeddings=None, training=None):
         hard_margin = self.m0 if self.hard_margin is None else self.hard_margin
-        threshold = ops.expand_dims(_arc_target(cos_target, hard_margin), 1)
+        threshold = ops.expand_dims(additive_angular_margin(cos_target, hard_margin), 1)
         hard = cos > threshold
         # Row sums over all classes, then the target column's own share taken out.
         target_is_hard = ops.cast(gather_target(hard, labels), "float32")
@@ -84,7 +85,7 @@ class NPCFaceHead(MarginHead):
         mean_hard = hard_sum / ops.maximum(hard_count, 1.0)
         margin = ops.stop_gradient(ops.where(hard_count > 0.5, self.m0 + self.m1 * mean_hard, self.m0))
         negatives = ops.where(hard, self.t * cos + self.alpha, cos)
-        return replace_target(negatives, labels, _arc_target(cos_target, margin))
+        return replace_target(negatives, labels, additive_angular_margin(cos_target, margin))
 
     def get_config(self):
         return {
@@ -95,11 +96,3 @@ class NPCFaceHead(MarginHead):
             "m1": self.m1,
             "hard_margin": self.hard_margin,
         }
-
-
-def _arc_target(cos_target, margin):
-    """``cos(theta + m)`` for a scalar or per-sample m, monotonic past ``theta + m > pi``."""
-    sin_target = ops.sqrt(ops.clip(1.0 - ops.square(cos_target), 1e-7, 1.0))
-    cos_m, sin_m = ops.cos(margin), ops.sin(margin)
-    # theta + m <= pi  <=>  cos(theta) >= cos(pi - m) = -cos(m)
-    return ops.where(cos_target > -cos_m, cos_target * cos_m - sin_target * sin_m, cos_target - margin * sin_m)
