@@ -6,15 +6,11 @@ import tensorflow as tf
 from kerasface import backbones, heads
 from kerasface.models import FaceRecognizer, load_embedding_model
 from kerasface.testing import run_all_checks
+from kerasface.testing.backbone_cases import small_config
 
 # Three shallow stages (one with a residual add) on 32x32 inputs: the same layer types as the
 # paper network at a fraction of the tracing and compile time of the shared checks.
-SMALL = {
-    "embedding_size": 16,
-    "image_shape": (32, 32, 3),
-    "width_multiplier": 0.25,
-    "stages": ((2, 64, 1, 2), (4, 128, 1, 2), (2, 128, 1, 1)),
-}
+SMALL = small_config("mobilefacenet")
 
 
 def _model(num_classes=6):

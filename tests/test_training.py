@@ -11,7 +11,7 @@ import pytest
 from kerasface.recipe import OptimizerConfig, Recipe, apply_overrides, load_recipe
 from kerasface.training import build_lr_schedule
 
-TINY_BACKBONE = "{'width_multiplier': 0.25, 'stages': ((2, 64, 1, 2), (4, 128, 1, 2), (2, 128, 1, 2))}"
+TINY_BACKBONE = "{'width_multiplier': 0.25, 'neck_channels': 32, 'stages': ((2, 64, 1, 2), (4, 128, 1, 2), (2, 128, 1, 2))}"
 
 
 def test_overrides_parse_and_type_check():

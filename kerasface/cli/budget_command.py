@@ -67,7 +67,7 @@ def add_arguments(parser):
         type=int,
         default=None,
         metavar="S",
-        help="trace at S x S x 3 instead of the kerasface input size (112)",
+        help="build the backbones for S x S x 3 images instead of 112 x 112",
     )
     return parser
 
@@ -161,7 +161,6 @@ def check_models(models, limits=None, input_shape=None, out=None, err=None):
 def run(args):
     try:
         from kerasface import backbones
-        from kerasface.data.preprocessing import IMAGE_SIZE
     except ImportError as e:
         print(f"error: cannot import kerasface.backbones: {e}", file=sys.stderr)
         return 2
@@ -186,10 +185,10 @@ def run(args):
         )
         return 2
     kwargs = {} if args.embedding_size is None else {"embedding_size": args.embedding_size}
-    size = args.input_size or IMAGE_SIZE
-    input_shape = (size, size, 3)
     if args.input_size:
-        kwargs["input_shape"] = input_shape
+        # Every backbone takes `image_shape` (the decoder's is its output); the counter then
+        # traces each model at its own input shape.
+        kwargs["image_shape"] = (args.input_size, args.input_size, 3)
 
     def factory(name):
         return lambda: backbones.get(name, **kwargs)
@@ -200,4 +199,4 @@ def run(args):
         "max_params": args.max_params,
         "max_size_mb": args.max_size_mb,
     }
-    return check_models([(n, factory(n)) for n in names], limits=limits, input_shape=input_shape)
+    return check_models([(n, factory(n)) for n in names], limits=limits)
