@@ -7,6 +7,9 @@ Table 2 steps), MobileNetV1, IResNet-18/34/50/100 and the LATSE decoder.
 
 from kerasface.backbones.backbone_registry import BACKBONES
 from kerasface.backbones.mobilefacenet import MobileFaceNet
+from kerasface.backbones.iresnet import IResNet
+from kerasface.backbones.mobilenet_v1 import MobileNetV1
+from kerasface.backbones.resnet_decoder import ResNetDecoder
 from kerasface.backbones import airface, lfrc_se_mobilefacenet  # noqa: F401 - registers presets
 
 register = BACKBONES.register
@@ -20,4 +23,4 @@ def list():  # noqa: A001 - mirrors timm/keras-hub registries
     return BACKBONES.list()
 
 
-__all__ = ["MobileFaceNet", "add_preset", "get", "get_class", "list", "preset_defaults", "register"]
+__all__ = ["IResNet", "MobileFaceNet", "MobileNetV1", "ResNetDecoder", "add_preset", "get", "get_class", "list", "preset_defaults", "register"]
