@@ -1,0 +1,83 @@
+"""Every registered backbone: shared checks, TFLite/ONNX parity and its budget line.
+
+Walks ``kerasface.backbones.list()``: a new backbone or preset is covered by adding its
+tiny configuration to ``kerasface.testing.backbone_cases.SMALL_CONFIGS`` (the walk fails
+until it has one). One tiny model per backbone class runs in the default suite; the
+other presets of a class (same layers, other arguments) run with ``-m slow``.
+"""
+
+import numpy as np
+import pytest
+
+from kerasface import backbones
+from kerasface.cli.main import main
+from kerasface.testing import check_export_parity, run_all_checks
+from kerasface.testing.backbone_cases import SMALL_CONFIGS, small_config, unique_small_cases
+
+# The default-suite representative of a class: the preset with the most layer types.
+PREFERRED = ("airface", "iresnet50", "mobilenet_v1", "latse_decoder")
+
+
+def _cases():
+    names = unique_small_cases(backbones.list())
+    names.sort(key=lambda n: (n not in PREFERRED, n))
+    seen_classes, cases = set(), []
+    for name in names:
+        cls = backbones.get_class(name)
+        marks = [pytest.mark.slow] if cls in seen_classes else []
+        seen_classes.add(cls)
+        cases.append(pytest.param(name, marks=marks, id=name))
+    return cases
+
+
+def _inputs(model, batch=4):
+    shape = tuple(model.input_shape[1:])
+    return np.random.default_rng(0).normal(size=(batch, *shape)).astype("float32")
+
+
+def test_every_registered_backbone_has_a_small_config():
+    missing = [name for name in backbones.list() if name not in SMALL_CONFIGS]
+    assert not missing, f"add small configs for {missing} to kerasface/testing/backbone_cases.py"
+
+
+@pytest.mark.parametrize("name", _cases())
+def test_shared_checks_and_export_parity(name, tmp_path):
+    def factory():
+        return backbones.get(name, **small_config(name))
+
+    model = factory()
+    inputs = _inputs(model)
+    run_all_checks(
+        factory,
+        inputs,
+        tmp_path,
+        call_kwargs={"training": False},
+        options={
+            "mixed_precision": {"output_dtype": "float32"},
+            # One SGD step with batch statistics over 2 samples per replica: BN divides by a
+            # tiny variance, which turns float32 reduction-order noise into ~1e-4 differences.
+            "mirrored": {"atol": 1e-4, "rtol": 1e-3},
+            # XLA reorders the long sums behind BN and attention gradients.
+            "xla": {"gradient_atol": 1e-4, "gradient_rtol": 1e-3},
+        },
+    )
+    results = check_export_parity(model, inputs)
+    assert set(results) == {"tflite", "onnx"}
+
+
+@pytest.mark.slow
+def test_budget_table_covers_the_whole_zoo(capsys):
+    # Full-size models at 112x112: every one builds and is counted completely.
+    assert main(["budget", "--all"]) == 0
+    out, err = capsys.readouterr()
+    for name in backbones.list():
+        assert any(line.split()[0] == name for line in out.splitlines() if line.strip()), name
+    assert "unknown cost" not in err and "error" not in err
+
+
+def test_budget_input_size_builds_for_another_resolution(capsys):
+    assert main(["budget", "--backbone", "mobilenet_v1", "--input-size", "64"]) == 0
+    assert main(["budget", "--backbone", "mobilenet_v1"]) == 0
+    out = capsys.readouterr().out
+    macs = [line.split()[3] for line in out.splitlines() if line.startswith("mobilenet_v1")]
+    assert len(macs) == 2 and macs[0] != macs[1], out
