@@ -15,7 +15,6 @@ Input and output names: the input is named after the Keras input (``image``, ``e
 several ``output_0``, ``output_1``, ... in the order of ``model.outputs``.
 """
 
-import logging
 import re
 import tempfile
 from pathlib import Path
@@ -204,44 +203,14 @@ def onnx_model_proto(model, opset=DEFAULT_OPSET, verbose=False):
     Raises:
         ValueError: an unsupported opset, or ops tf2onnx could not map to standard ONNX.
     """
-    import onnx
-    import tf2onnx
+    from kerasface.export.onnx_export import check_opset, function_to_onnx
 
-    from kerasface.export.onnx_export import SUPPORTED_OPSETS, _name_batch_dimension
-
-    if opset not in SUPPORTED_OPSETS:
-        raise ValueError(
-            f"`opset` must be in {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1} "
-            f"(tf2onnx {tf2onnx.__version__} supports up to {SUPPORTED_OPSETS.stop - 1}), got {opset}"
-        )
+    check_opset(opset)
     check_single_input_model(model)
     float32_model = float32_compute_model(model)
     spec = input_spec(float32_model)
     function = tf.function(inference_function(float32_model), input_signature=[spec])
-    logger = logging.getLogger("tf2onnx")
-    previous_level = logger.level
-    if not verbose:
-        logger.setLevel(logging.ERROR)
-    try:
-        with native_output_suppressed(not verbose):
-            proto, _ = tf2onnx.convert.from_function(function, input_signature=[spec], opset=opset)
-    finally:
-        logger.setLevel(previous_level)
-    unknown = sorted(
-        {
-            f"{node.domain + '.' if node.domain else ''}{node.op_type}"
-            for node in proto.graph.node
-            if not onnx.defs.has(node.op_type, max_inclusive_version=opset, domain=node.domain)
-        }
-    )
-    if unknown:
-        raise ValueError(
-            f"model {model.name!r}: tf2onnx left ops with no ONNX opset {opset} definition: {', '.join(unknown)}; "
-            f"replace the layers using them"
-        )
-    _name_batch_dimension(proto)
-    onnx.checker.check_model(proto)
-    return proto
+    return function_to_onnx(function, spec, model.name, opset, verbose)
 
 
 def onnx_op_names(model_proto):

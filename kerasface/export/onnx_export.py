@@ -40,7 +40,6 @@ def export_onnx(model, path, opset=DEFAULT_OPSET, verbose=False):
     Returns:
         ``Path`` of the written file.
     """
-    import onnx
     import tf2onnx
 
     path = Path(path)
@@ -48,47 +47,17 @@ def export_onnx(model, path, opset=DEFAULT_OPSET, verbose=False):
         raise ValueError(
             f"ONNX output path must end in .onnx (runners pick the runtime by suffix), got {path}"
         )
-    if opset not in SUPPORTED_OPSETS:
-        raise ValueError(
-            f"`opset` must be in {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1} "
-            f"(tf2onnx {tf2onnx.__version__} supports up to {SUPPORTED_OPSETS.stop - 1}), got {opset}"
-        )
+    check_opset(opset)
     embedding_size = check_embedding_model(model)
     spec = image_spec(tf.float32)
     function = tf.function(embedding_function(float32_compute_model(model)), input_signature=[spec])
-
-    logger = logging.getLogger("tf2onnx")
-    previous_level = logger.level
-    if not verbose:
-        logger.setLevel(logging.ERROR)
-    try:
-        with native_output_suppressed(not verbose):
-            model_proto, _ = tf2onnx.convert.from_function(
-                function, input_signature=[spec], opset=opset
-            )
-    finally:
-        logger.setLevel(previous_level)
-
-    unknown = sorted(
-        {
-            f"{node.domain + '.' if node.domain else ''}{node.op_type}"
-            for node in model_proto.graph.node
-            if not onnx.defs.has(node.op_type, max_inclusive_version=opset, domain=node.domain)
-        }
-    )
-    if unknown:
-        raise ValueError(
-            f"model {model.name!r}: tf2onnx left ops with no ONNX opset {opset} definition: {', '.join(unknown)}; "
-            f"replace the layers using them"
-        )
+    model_proto = function_to_onnx(function, spec, model.name, opset, verbose)
     inputs = [i.name for i in model_proto.graph.input]
     outputs = [o.name for o in model_proto.graph.output]
     if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
         raise RuntimeError(
             f"tf2onnx named the graph inputs {inputs} and outputs {outputs}, expected [{INPUT_NAME!r}] -> [{OUTPUT_NAME!r}]"
         )
-    _name_batch_dimension(model_proto)
-    onnx.checker.check_model(model_proto)
     path.write_bytes(model_proto.SerializeToString())
     metadata = export_metadata(
         model,
@@ -100,6 +69,52 @@ def export_onnx(model, path, opset=DEFAULT_OPSET, verbose=False):
     )
     write_sidecar(path, metadata)
     return path
+
+
+def check_opset(opset):
+    """Raises ValueError unless tf2onnx can write ``opset``."""
+    if opset not in SUPPORTED_OPSETS:
+        import tf2onnx
+
+        raise ValueError(
+            f"`opset` must be in {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1} "
+            f"(tf2onnx {tf2onnx.__version__} supports up to {SUPPORTED_OPSETS.stop - 1}), got {opset}"
+        )
+
+
+def function_to_onnx(function, spec, model_name, opset=DEFAULT_OPSET, verbose=False):
+    """A checked ``onnx.ModelProto`` from a one-input ``tf.function``, batch dimension named "batch".
+
+    Ops tf2onnx leaves without a standard ONNX definition are a ValueError naming them, rather
+    than a file no runtime loads.
+    """
+    import onnx
+    import tf2onnx
+
+    logger = logging.getLogger("tf2onnx")
+    previous_level = logger.level
+    if not verbose:
+        logger.setLevel(logging.ERROR)
+    try:
+        with native_output_suppressed(not verbose):
+            model_proto, _ = tf2onnx.convert.from_function(function, input_signature=[spec], opset=opset)
+    finally:
+        logger.setLevel(previous_level)
+    unknown = sorted(
+        {
+            f"{node.domain + '.' if node.domain else ''}{node.op_type}"
+            for node in model_proto.graph.node
+            if not onnx.defs.has(node.op_type, max_inclusive_version=opset, domain=node.domain)
+        }
+    )
+    if unknown:
+        raise ValueError(
+            f"model {model_name!r}: tf2onnx left ops with no ONNX opset {opset} definition: {', '.join(unknown)}; "
+            f"replace the layers using them"
+        )
+    _name_batch_dimension(model_proto)
+    onnx.checker.check_model(model_proto)
+    return model_proto
 
 
 def _name_batch_dimension(model_proto):
