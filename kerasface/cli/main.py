@@ -12,6 +12,7 @@ COMMANDS = {
     "eval": ("eval_command", "verification accuracy (10-fold), TAR@FAR and ROC on a pairs file or .bin"),
     "export": ("export_command", "export to SavedModel, TFLite (fp32/fp16/int8) or ONNX with a parity check"),
     "budget": ("budget_command", "parameters, MACs, FLOPs and size of backbones against a budget"),
+    "bench": ("bench_command", "long measurements; `bench zoo`: size, MACs and single-thread CPU latency of every backbone"),
     "plot": ("plot_command", "figures: target-logit curves of the margin heads (`plot heads`)"),
 }
 
