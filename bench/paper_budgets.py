@@ -54,10 +54,7 @@ def measure(name, kwargs):
 def format_value(quantity, value):
     if quantity == "size_mib":
         return f"{value:.2f} MiB"
-    for suffix, scale in (("G", 1e9), ("M", 1e6)):
-        if value >= scale:
-            return f"{value / scale:.3f}{suffix}"
-    return f"{value:.0f}"
+    return f"{value / 1e9:.3f}G" if value >= 1e9 else f"{value / 1e6:.3f}M"
 
 
 def main(argv=None):
