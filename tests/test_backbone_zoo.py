@@ -6,10 +6,12 @@ until it has one). One tiny model per backbone class runs in the default suite; 
 other presets of a class (same layers, other arguments) run with ``-m slow``.
 """
 
+import keras
 import numpy as np
 import pytest
 
 from kerasface import backbones
+from kerasface.backbones.functional_backbone import FunctionalBackbone
 from kerasface.cli.main import main
 from kerasface.testing import check_export_parity, run_all_checks
 from kerasface.testing.backbone_cases import SMALL_CONFIGS, small_config, unique_small_cases
@@ -81,3 +83,19 @@ def test_budget_input_size_builds_for_another_resolution(capsys):
     out = capsys.readouterr().out
     macs = [line.split()[3] for line in out.splitlines() if line.startswith("mobilenet_v1")]
     assert len(macs) == 2 and macs[0] != macs[1], out
+
+
+def test_config_is_the_constructor_arguments():
+    class Forgetful(FunctionalBackbone):
+        def __init__(self, width=4, depth=1, **kwargs):
+            inputs = keras.Input((3,))
+            super().__init__(inputs=inputs, outputs=keras.layers.Dense(width)(inputs), **kwargs)
+            self.width = width  # `depth` is not stored
+
+    with pytest.raises(AttributeError, match="depth"):
+        Forgetful().get_config()
+    for name in backbones.list():
+        cls = backbones.get_class(name)
+        model = cls(**{**backbones.preset_defaults(name), **small_config(name)})
+        rebuilt = cls.from_config(model.get_config())
+        assert rebuilt.get_config() == model.get_config(), name

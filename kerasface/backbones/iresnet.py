@@ -5,6 +5,7 @@ import numbers
 import keras
 
 from kerasface.backbones.backbone_registry import BACKBONES
+from kerasface.backbones.functional_backbone import FunctionalBackbone
 from kerasface.backbones.conv_bn import batch_norm, conv_bn
 from kerasface.backbones.embedding_neck import NECKS, embedding_neck
 
@@ -19,7 +20,7 @@ DEPTH_BLOCKS = {
 
 
 @BACKBONES.register("iresnet50")
-class IResNet(keras.Model):
+class IResNet(FunctionalBackbone):
     """IResNet: pre-activation-style residual blocks with PReLU and the "E" embedding neck.
 
     Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face Recognition", CVPR 2019,
@@ -108,24 +109,6 @@ class IResNet(keras.Model):
         self.stem_channels = int(stem_channels)
         self.neck = neck
         self.dropout = float(dropout)
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "embedding_size": self.embedding_size,
-            "image_shape": self.image_shape,
-            "depth": self.depth,
-            "stage_blocks": self.stage_blocks,
-            "stage_channels": self.stage_channels,
-            "stem_channels": self.stem_channels,
-            "neck": self.neck,
-            "dropout": self.dropout,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 BACKBONES.add_preset("iresnet18", "iresnet50", depth=18)

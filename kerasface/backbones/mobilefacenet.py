@@ -3,6 +3,7 @@
 import keras
 
 from kerasface.backbones.backbone_registry import BACKBONES
+from kerasface.backbones.functional_backbone import FunctionalBackbone
 from kerasface.backbones.conv_bn import conv_bn
 from kerasface.backbones.embedding_neck import NECKS, embedding_neck
 from kerasface.layers.attention_gate import check_gate
@@ -17,7 +18,7 @@ EXPANSIONS = ("ratio", "channels")
 
 
 @BACKBONES.register("mobilefacenet")
-class MobileFaceNet(keras.Model):
+class MobileFaceNet(FunctionalBackbone):
     """MobileFaceNet: inverted-residual bottlenecks with PReLU and a global depthwise neck.
 
     Chen et al., "MobileFaceNets: Efficient CNNs for Accurate Real-Time Face Verification
@@ -124,29 +125,6 @@ class MobileFaceNet(keras.Model):
         self.attention = attention
         self.attention_reduction = int(attention_reduction)
         self.attention_gate = attention_gate
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "embedding_size": self.embedding_size,
-            "image_shape": self.image_shape,
-            "stages": self.stages,
-            "width_multiplier": self.width_multiplier,
-            "expansion": self.expansion,
-            "stem_channels": self.stem_channels,
-            "stem_groups": self.stem_groups,
-            "neck_channels": self.neck_channels,
-            "neck": self.neck,
-            "dropout": self.dropout,
-            "attention": self.attention,
-            "attention_reduction": self.attention_reduction,
-            "attention_gate": self.attention_gate,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 def _validate(embedding_size, image_shape, stages, width_multiplier, expansion, stem_groups, neck, attention):

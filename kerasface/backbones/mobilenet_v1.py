@@ -3,6 +3,7 @@
 import keras
 
 from kerasface.backbones.backbone_registry import BACKBONES
+from kerasface.backbones.functional_backbone import FunctionalBackbone
 from kerasface.backbones.conv_bn import conv_bn
 from kerasface.backbones.embedding_neck import NECKS, embedding_neck
 
@@ -32,7 +33,7 @@ def scaled_channels(channels, width_multiplier):
 
 
 @BACKBONES.register("mobilenet_v1")
-class MobileNetV1(keras.Model):
+class MobileNetV1(FunctionalBackbone):
     """MobileNetV1: a 3x3 stem and 13 depthwise-separable blocks, with a face embedding neck.
 
     Howard et al., "MobileNets: Efficient Convolutional Neural Networks for Mobile Vision
@@ -121,20 +122,3 @@ class MobileNetV1(keras.Model):
         self.neck = neck
         self.dropout = float(dropout)
         self.activation = activation
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "embedding_size": self.embedding_size,
-            "image_shape": self.image_shape,
-            "width_multiplier": self.width_multiplier,
-            "blocks": self.blocks,
-            "neck": self.neck,
-            "dropout": self.dropout,
-            "activation": self.activation,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

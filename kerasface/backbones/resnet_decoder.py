@@ -3,13 +3,14 @@
 import keras
 
 from kerasface.backbones.backbone_registry import BACKBONES
+from kerasface.backbones.functional_backbone import FunctionalBackbone
 from kerasface.backbones.conv_bn import activation, batch_norm, conv_bn
 
 OUTPUT_ACTIVATIONS = ("tanh", "sigmoid")
 
 
 @BACKBONES.register("latse_decoder")
-class ResNetDecoder(keras.Model):
+class ResNetDecoder(FunctionalBackbone):
     """Reversed ResNet-18 that maps face embeddings to images, upsampling with transposed convs.
 
     LATSE (Linear-Auto-TS-Encoder), Sec. 3.2 and 4.1: "a reversed ResNet-18 with
@@ -98,21 +99,6 @@ class ResNetDecoder(keras.Model):
         self.stage_blocks = stage_blocks
         self.stage_channels = stage_channels
         self.output_activation = output_activation
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "embedding_size": self.embedding_size,
-            "image_shape": self.image_shape,
-            "stage_blocks": self.stage_blocks,
-            "stage_channels": self.stage_channels,
-            "output_activation": self.output_activation,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 def _deconv_bn(x, filters, kernel_size, name):
