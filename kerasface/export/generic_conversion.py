@@ -16,21 +16,14 @@ several ``output_0``, ``output_1``, ... in the order of ``model.outputs``.
 """
 
 import re
-import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasface.export.saved_model_export import float32_compute_model, native_output_suppressed
-from kerasface.export.tflite_export import (
-    QUANTIZATIONS,
-    UnsupportedOpsError,
-    _configure,
-    _unsupported_ops_error,
-    tflite_op_names,
-)
+from kerasface.export.saved_model_export import float32_compute_model
+from kerasface.export.tflite_export import QUANTIZATIONS, _configure, convert_saved_model
 
 DEFAULT_OPSET = 17
 SIGNATURE_KEY = "serving_default"
@@ -125,32 +118,21 @@ def tflite_flatbuffer(model, quantize=None, representative_inputs=None, verbose=
         )
     float32_model = float32_compute_model(model)
 
-    failure = None
-    with tempfile.TemporaryDirectory(prefix="kerasface_generic_tflite_") as tmp, native_output_suppressed(
-        not verbose
-    ):
+    def write_saved_model(directory):
         archive = keras.export.ExportArchive()
         archive.track(float32_model)
         archive.add_endpoint(
             name=SIGNATURE_KEY, fn=inference_function(float32_model), input_signature=[input_spec(float32_model)]
         )
-        archive.write_out(tmp, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=[SIGNATURE_KEY])
+        archive.write_out(directory, verbose=False)
+
+    def configure(converter):
         if quantize == "int8":
             _configure_int8(converter, representative_inputs)
         else:
             _configure(converter, quantize, None, False)
-        try:
-            flatbuffer = converter.convert()
-        except Exception as error:  # ConverterError is not public API; match on its text
-            failure = error
-    if failure is not None:
-        raise _unsupported_ops_error(failure, model) from failure
-    not_builtin = [op for op in tflite_op_names(flatbuffer) if op.startswith("custom:")]
-    if not_builtin:
-        raise UnsupportedOpsError(
-            f"model {model.name!r}: TFLite file would need non-builtin ops {not_builtin}", not_builtin
-        )
+
+    flatbuffer = convert_saved_model(model, write_saved_model, SIGNATURE_KEY, configure, verbose=verbose)
     return bytes(flatbuffer)
 
 

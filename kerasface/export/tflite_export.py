@@ -101,19 +101,46 @@ def export_tflite(
             "seed": int(seed),
         }
 
+    def write_saved_model(directory):
+        write_endpoints(
+            float32_model,
+            directory,
+            {"serving_default": (tflite_embedding_function(float32_model), tf.float32)},
+        )
+
+    flatbuffer = convert_saved_model(
+        model,
+        write_saved_model,
+        "serving_default",
+        lambda converter: _configure(converter, quantize, calibration_images, int8_io),
+        verbose=verbose,
+    )
+    ops = tflite_op_names(flatbuffer)
+    path.write_bytes(flatbuffer)
+    write_sidecar(path, export_metadata(model, "tflite", embedding_size, ops=ops, **extra))
+    return path
+
+
+def convert_saved_model(model, write_saved_model, signature_key, configure, verbose=False):
+    """TFLite flatbuffer of the SavedModel ``write_saved_model(directory)`` writes, builtin ops only.
+
+    Args:
+        model: the Keras model behind it, named in errors.
+        write_saved_model: callable writing a SavedModel into the directory it is given.
+        signature_key: the signature to convert.
+        configure: callable setting the converter's ops and quantisation.
+        verbose: let the converter print its log.
+
+    Raises:
+        UnsupportedOpsError: the model needs Flex (select TF) or custom ops.
+    """
     failure = None
     with tempfile.TemporaryDirectory(prefix="kerasface_tflite_") as tmp, native_output_suppressed(
         not verbose
     ):
-        write_endpoints(
-            float32_model,
-            tmp,
-            {"serving_default": (tflite_embedding_function(float32_model), tf.float32)},
-        )
-        converter = tf.lite.TFLiteConverter.from_saved_model(
-            tmp, signature_keys=["serving_default"]
-        )
-        _configure(converter, quantize, calibration_images, int8_io)
+        write_saved_model(tmp)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=[signature_key])
+        configure(converter)
         try:
             flatbuffer = converter.convert()
         except Exception as error:  # ConverterError is not public API; match on its text
@@ -121,17 +148,13 @@ def export_tflite(
     if failure is not None:
         # Raised outside the silenced block: the explanation is in the message, not the MLIR dump.
         raise _unsupported_ops_error(failure, model) from failure
-
-    ops = tflite_op_names(flatbuffer)
-    not_builtin = [op for op in ops if op.startswith("custom:")]
+    not_builtin = [op for op in tflite_op_names(flatbuffer) if op.startswith("custom:")]
     if not_builtin:
         raise UnsupportedOpsError(
             f"model {model.name!r}: TFLite file would need non-builtin ops {not_builtin}",
             not_builtin,
         )
-    path.write_bytes(flatbuffer)
-    write_sidecar(path, export_metadata(model, "tflite", embedding_size, ops=ops, **extra))
-    return path
+    return flatbuffer
 
 
 def tflite_embedding_function(model):
