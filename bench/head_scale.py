@@ -37,6 +37,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from kerasface.cli.argument_types import integer_at_least, name_json_pair  # noqa: E402 - after the log level
+
 # name -> extra constructor kwargs (a dict, or a function of the class count returning one)
 # for heads that need more than num_classes or whose defaults would skip the costly path;
 # --head-kwargs NAME=JSON is merged over them. Heads are called with [embeddings, labels].
@@ -281,35 +283,15 @@ def _total_memory_bytes():
         return None
 
 
-def _head_kwargs_argument(text):
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=JSON, e.g. arcface='{{\"margin\": 0.4}}', got {text!r}")
-    try:
-        kwargs = json.loads(value)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"{name}: not valid JSON ({e}): {value!r}") from None
-    if not isinstance(kwargs, dict):
-        raise argparse.ArgumentTypeError(f"{name}: expected a JSON object, got {value!r}")
-    return name, kwargs
-
-
-def _positive(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--names", nargs="+", metavar="NAME", help="heads to measure (default: every registered head)"
     )
-    parser.add_argument("--classes", type=_positive, default=1_000_000, help="number of classes C (default 1000000)")
-    parser.add_argument("--dim", type=_positive, default=512, help="embedding dimension D (default 512)")
-    parser.add_argument("--batch", type=_positive, default=128, help="batch size B (default 128)")
-    parser.add_argument("--runs", type=_positive, default=5, help="timed steps per head (default 5)")
+    parser.add_argument("--classes", type=integer_at_least(1), default=1_000_000, help="number of classes C (default 1000000)")
+    parser.add_argument("--dim", type=integer_at_least(1), default=512, help="embedding dimension D (default 512)")
+    parser.add_argument("--batch", type=integer_at_least(1), default=128, help="batch size B (default 128)")
+    parser.add_argument("--runs", type=integer_at_least(1), default=5, help="timed steps per head (default 5)")
     parser.add_argument(
         "--warmup", type=int, default=1, help="untimed steps first (tracing, allocation; default 1)"
     )
@@ -318,14 +300,14 @@ def build_parser():
     parser.add_argument("--jit", action="store_true", help="compile the step with XLA (jit_compile=True)")
     parser.add_argument(
         "--head-kwargs",
-        type=_head_kwargs_argument,
+        type=name_json_pair("arcface='{\"margin\": 0.4}'"),
         action="append",
         default=[],
         metavar="NAME=JSON",
         help="extra constructor arguments for one head, e.g. arcface='{\"margin\": 0.4}' (repeatable; "
         "merged over DEFAULT_HEAD_KWARGS in this script)",
     )
-    parser.add_argument("--timeout", type=_positive, default=1800, help="seconds allowed per head (default 1800)")
+    parser.add_argument("--timeout", type=integer_at_least(1), default=1800, help="seconds allowed per head (default 1800)")
     parser.add_argument("--out", help="write the results as JSON to this file")
     # internal: the per-head child process and the registry listing
     parser.add_argument("--child", help=argparse.SUPPRESS)

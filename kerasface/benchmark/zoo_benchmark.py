@@ -39,6 +39,8 @@ import time
 import traceback
 from pathlib import Path
 
+from kerasface.cli.argument_types import integer_at_least, name_json_pair, positive_float
+
 SCHEMA_VERSION = 1
 DEFAULT_OUT = "docs/zoo.json"
 DEFAULT_SETTINGS = {
@@ -697,44 +699,6 @@ def _distinct(items):
 # ---------------------------------------------------------------- command line
 
 
-def _kwargs_argument(text):
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(
-            f"expected NAME=JSON, e.g. mobilefacenet='{{\"width_multiplier\": 0.5}}', got {text!r}"
-        )
-    try:
-        kwargs = json.loads(value)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"{name}: not valid JSON ({error}): {value!r}") from None
-    if not isinstance(kwargs, dict):
-        raise argparse.ArgumentTypeError(f"{name}: expected a JSON object, got {value!r}")
-    return name, kwargs
-
-
-def _positive_int(minimum):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
-    return value
-
-
 def add_arguments(parser):
     """The ``zoo`` options (shared by ``kerasface bench zoo`` and ``python -m``)."""
     parser.add_argument(
@@ -759,33 +723,37 @@ def add_arguments(parser):
         "../shared/data/celeba_dev/train (default: synthetic faces)",
     )
     parser.add_argument(
-        "--calibration-images", type=_positive_int(1), default=DEFAULT_SETTINGS["calibration_images"], metavar="N",
+        "--calibration-images", type=integer_at_least(1), default=DEFAULT_SETTINGS["calibration_images"], metavar="N",
         help="inputs used to calibrate the int8 activation ranges (default: %(default)s)",
     )
     parser.add_argument(
-        "--threads", type=_positive_int(1), default=DEFAULT_SETTINGS["threads"], metavar="N",
+        "--threads", type=integer_at_least(1), default=DEFAULT_SETTINGS["threads"], metavar="N",
         help="LiteRT num_threads and ONNX Runtime intra-op threads for the latency (default: %(default)s)",
     )
     parser.add_argument(
-        "--runs", type=_positive_int(3), default=DEFAULT_SETTINGS["runs"], metavar="N",
+        "--runs", type=integer_at_least(3), default=DEFAULT_SETTINGS["runs"], metavar="N",
         help="timed batch-1 calls per latency; the median is reported (default: %(default)s)",
     )
     parser.add_argument(
-        "--warmup", type=_positive_int(0), default=DEFAULT_SETTINGS["warmup"], metavar="N",
+        "--warmup", type=integer_at_least(0), default=DEFAULT_SETTINGS["warmup"], metavar="N",
         help="untimed calls before timing (default: %(default)s)",
     )
     parser.add_argument(
-        "--max-seconds", type=_positive_float, default=DEFAULT_SETTINGS["max_seconds"], metavar="S",
+        "--max-seconds", type=positive_float, default=DEFAULT_SETTINGS["max_seconds"], metavar="S",
         help="stop a latency measurement after S seconds of timed calls (at least 3 calls; default: %(default)s)",
     )
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX export and ONNX Runtime latency")
     parser.add_argument(
-        "--kwargs", type=_kwargs_argument, action="append", default=[], metavar="NAME=JSON",
+        "--kwargs",
+        type=name_json_pair("mobilefacenet='{\"width_multiplier\": 0.5}'"),
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
         help="constructor arguments for one backbone instead of its defaults, e.g. "
         "mobilefacenet='{\"embedding_size\": 128}' (repeatable)",
     )
     parser.add_argument(
-        "--timeout", type=_positive_int(1), default=DEFAULT_TIMEOUT_S, metavar="S",
+        "--timeout", type=integer_at_least(1), default=DEFAULT_TIMEOUT_S, metavar="S",
         help="seconds allowed per backbone process before it is recorded as failed (default: %(default)s)",
     )
     return parser

@@ -1,17 +1,8 @@
 """``kerasface plot TARGET``: figures about kerasface components (``heads``: target-logit curves)."""
 
-import argparse
 import sys
 
-
-def _positive_points(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {value}")
-    return value
+from kerasface.cli.argument_types import integer_at_least
 
 
 def _add_heads_arguments(parser):
@@ -26,7 +17,7 @@ def _add_heads_arguments(parser):
     parser.add_argument("--out", required=True, metavar="PNG", help="PNG file to write, e.g. heads.png")
     parser.add_argument(
         "--theta-points",
-        type=_positive_points,
+        type=integer_at_least(2),
         default=361,
         metavar="N",
         help="points over theta in [0, pi] per curve (default: %(default)s, i.e. every 0.5 degrees)",
