@@ -26,27 +26,34 @@ class BadRecordTracker:
     rather than a ``tf.Variable`` so that a ``tf.distribute`` strategy scope, if one is active
     while the pipeline is built, does not turn it into a mirrored variable on the accelerators.
 
-    * :meth:`check_header` rejects in-graph what certainly cannot decode (empty file, unknown
-      leading bytes) and counts it.
-    * :meth:`begin` / :meth:`end` bracket the decode of a file: ``pending[i]`` is incremented
-      before and decremented after. Decode errors that TensorFlow cannot catch in-graph (a
-      truncated or garbled file with a valid header) abort the element, which
-      ``Dataset.ignore_errors`` then drops; its ``+1`` stays. So after a pass, ``pending[i]``
-      is the number of times file ``i`` was skipped.
+    * :meth:`begin` (before the record is read) increments ``pending[i]``; :meth:`end`
+      (after it decoded) decrements it. A record whose header is not an image never reaches
+      :meth:`end`; a read or decode error that TensorFlow cannot catch in-graph (a missing
+      file, a truncated or garbled image with a valid header) aborts the element, which
+      ``Dataset.ignore_errors`` then drops. Either way its ``+1`` stays, so after a pass
+      ``pending[i]`` is the number of times record ``i`` was skipped.
     * :meth:`bad_records` turns the table into ``{path: (skips, reason)}``. A positive count
       can also mean the element was being decoded at that instant (or its iterator was torn
       down mid-element, as Keras does when it peeks at the first batch), so every candidate
       is re-examined in Python and only files that really fail to read are reported.
 
     Args:
-        file_paths: the pipeline's files; the graph side refers to them by index.
+        records: the pipeline's records, referred to by index on the graph side: a
+            :class:`kerasface.data.RecordSource` (named by its ``describe`` and re-checked by
+            its ``diagnose``), or a list of image file paths.
 
     Returns:
-        (:meth:`bad_records`) dict ``path -> (times skipped, reason)``.
+        (:meth:`bad_records`) dict ``where -> (times skipped, reason)``; ``where`` is the file
+        path, or the source's description of the record (file, record, byte offset).
     """
 
-    def __init__(self, file_paths):
-        self.file_paths = list(file_paths)
+    def __init__(self, records):
+        if hasattr(records, "describe") and hasattr(records, "diagnose"):
+            self._describe, self._diagnose = records.describe, records.diagnose
+        else:
+            paths = list(records)
+            self._describe = paths.__getitem__
+            self._diagnose = lambda index: diagnose_image_file(paths[index])
         with tf.device("/CPU:0"):
             self._pending = tf.lookup.experimental.MutableHashTable(
                 key_dtype=tf.int64, value_dtype=tf.int64, default_value=0, name="bad_records"
@@ -59,26 +66,12 @@ class BadRecordTracker:
 
     # ---- graph side ----------------------------------------------------------------------
 
-    def check_header(self, index, data):
-        """In-graph: True when ``data`` may be an image, else count a skip of file ``index``."""
-        head = tf.strings.substr(data, 0, _MAGIC_LENGTH)
-        ok = tf.zeros([], tf.bool)
-        for magic in _MAGIC:
-            ok = tf.logical_or(ok, tf.equal(tf.strings.substr(head, 0, len(magic)), magic))
-
-        def count_skip():
-            with tf.control_dependencies([self._increment(index)]):
-                return tf.identity(ok)
-
-        return tf.cond(ok, lambda: ok, count_skip)
-
-    def begin(self, index, data):
-        """In-graph: mark file ``index`` as being decoded; returns ``data`` ordered after it."""
-        with tf.control_dependencies([self._increment(index)]):
-            return tf.identity(data)
+    def begin(self, index):
+        """In-graph op: count record ``index`` as pending (skipped unless :meth:`end` runs)."""
+        return self._pending.insert(index, self._pending.lookup(index) + 1)
 
     def end(self, index, image):
-        """In-graph: mark the decode of file ``index`` done; returns ``image`` ordered after it."""
+        """In-graph: mark record ``index`` done; returns ``image`` ordered after the mark."""
         with tf.control_dependencies([image]):
             new = self._pending.lookup(index) - 1
             done = tf.cond(
@@ -93,13 +86,10 @@ class BadRecordTracker:
         """In-graph op recording that file ``index`` was not 112x112."""
         return self._resized.insert(index, tf.ones([], tf.int64))
 
-    def _increment(self, index):
-        return self._pending.insert(index, self._pending.lookup(index) + 1)
-
     # ---- Python side ---------------------------------------------------------------------
 
     def bad_records(self):
-        """``{path: (times skipped, reason)}`` for every file that could not be read so far."""
+        """``{where: (times skipped, reason)}`` for every record that could not be read so far."""
         keys, values = self._pending.export()
         result = {}
         for index, count in zip(keys.numpy().tolist(), values.numpy().tolist()):
@@ -107,13 +97,12 @@ class BadRecordTracker:
                 continue
             if self._verified_good.get(index) == count:
                 continue
-            path = self.file_paths[index]
-            reason = diagnose_image_file(path)
+            reason = self._diagnose(index)
             if reason is None:
                 # In flight when we looked, not broken; don't decode it again for this count.
                 self._verified_good[index] = count
                 continue
-            result[path] = (count, reason)
+            result[self._describe(index)] = (count, reason)
         return dict(sorted(result.items()))
 
     def num_resized(self):
@@ -129,6 +118,15 @@ class BadRecordTracker:
         self._verified_good.clear()
 
 
+def looks_like_image(data):
+    """In-graph: True when the bytes ``data`` start like an image file that may decode."""
+    head = tf.strings.substr(data, 0, _MAGIC_LENGTH)
+    ok = tf.zeros([], tf.bool)
+    for magic in _MAGIC:
+        ok = tf.logical_or(ok, tf.equal(tf.strings.substr(head, 0, len(magic)), magic))
+    return ok
+
+
 def diagnose_image_file(path):
     """Why ``path`` cannot be decoded as an image, or None when it decodes.
 
@@ -142,8 +140,13 @@ def diagnose_image_file(path):
         return "file is missing (deleted after the folder was indexed?)"
     except OSError as error:
         return f"cannot be read: {error.strerror or error}"
+    return diagnose_image_bytes(data, what="file")
+
+
+def diagnose_image_bytes(data, what="record"):
+    """Why the encoded image ``data`` cannot be decoded, or None when it decodes."""
     if not data:
-        return "empty file (0 bytes)"
+        return f"empty {what} (0 bytes)"
     if not any(data.startswith(magic) for magic in _MAGIC):
         return f"not an image (starts with {data[:8]!r})"
     try:

@@ -1,0 +1,328 @@
+"""The tf.data training pipeline shared by every record source: sample, read, decode, augment."""
+
+import numpy as np
+import tensorflow as tf
+
+from kerasface.data.bad_record_tracker import (
+    BadRecordTracker,
+    describe_bad_records,
+    looks_like_image,
+)
+from kerasface.data.preprocessing import IMAGE_SIZE, decode_rgb, normalize_images
+from kerasface.data.sampler import get_sampler
+
+_MAX_NAMED = 20
+
+
+class FacePipeline:
+    """Training batches from any :class:`kerasface.data.RecordSource`, never input-bound.
+
+    Per epoch the sampler lays out the global batches as record indices (the same on
+    every worker, from the epoch's seed); each worker slices its part of every batch, so
+    workers see disjoint records. Each batch is then read and decoded as its own small
+    ``tf.data`` pipeline, two batches at a time with parallel decoding inside, so that a
+    record that cannot be read (missing file, truncated JPEG, broken RecordIO record) drops
+    out of its own batch only: it is counted and reported with its location
+    (:meth:`bad_records`, :class:`kerasface.data.BadRecordReport`), and with
+    ``drop_remainder`` the batch is refilled to full size by repeating its good images
+    (PK batches keep their identities). Images not 112x112 are resized and counted.
+    Augmentation runs on whole uint8 batches, seeded per batch, before normalisation.
+
+    Args:
+        source: the records (folders, RecordIO, TFRecords, ``combine([...])``, subsets).
+        batch_size: global batch size (all workers and replicas together).
+        sampler: a :class:`kerasface.data.Sampler` or a string for
+            :func:`kerasface.data.get_sampler` (``"shuffle"``, ``"sequential"``,
+            ``"weighted"``, ``"pk:PxK"``).
+        augmentation: a :class:`kerasface.data.FaceAugmentation`, a string for its
+            ``from_string`` (``"flip=0.5,blur=0.1"``), True for the default (flip), or
+            None/False for none.
+        seed: seed of the sampling and the augmentation; the same seed gives the same
+            batches. None draws one (and lets tf.data reorder elements for speed).
+        repeat: yield epochs forever (give ``steps_per_epoch`` to ``fit``).
+        drop_remainder: leave out the last incomplete batch of an epoch, and keep every
+            batch at full size (static shapes for XLA and distribution).
+        class_weights: optional float array (C,); batches then carry per-sample weights
+            ``class_weights[label]`` as a third element (e.g.
+            ``kerasface.losses.class_balanced_weights``).
+        with_dataset_index: yield ``({"images": x, "dataset": d}, labels)``, the dataset index
+            of each sample taken from a combined source (for dataset-aware training).
+        start_epoch: epoch number to start from (a resumed run gets the batches it would have
+            had).
+
+    Attributes:
+        dataset: the ``tf.data.Dataset`` for one input pipeline (built on first use) of
+            ``(float32 (B,112,112,3) images, int32 (B,) labels)``.
+        steps_per_epoch: batches per epoch.
+    """
+
+    def __init__(
+        self,
+        source,
+        batch_size=128,
+        sampler="shuffle",
+        augmentation=True,
+        seed=0,
+        repeat=False,
+        drop_remainder=True,
+        class_weights=None,
+        with_dataset_index=False,
+        start_epoch=0,
+    ):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be an int >= 1, got {batch_size!r}")
+        self.source = source
+        self.batch_size = int(batch_size)
+        self.sampler = get_sampler(sampler)
+        self.augmentation = _get_augmentation(augmentation)
+        self.seed = seed
+        self.repeat = repeat
+        self.drop_remainder = drop_remainder
+        self.with_dataset_index = with_dataset_index
+        self.start_epoch = int(start_epoch)
+        if class_weights is not None:
+            class_weights = np.asarray(class_weights, np.float32)
+            if class_weights.shape != (source.num_classes,):
+                raise ValueError(
+                    f"`class_weights` must have shape ({source.num_classes},), got "
+                    f"{class_weights.shape}"
+                )
+        self.class_weights = class_weights
+        if with_dataset_index and not hasattr(source, "dataset_indices"):
+            raise ValueError(
+                f"{source.name}: `with_dataset_index` needs a combined source "
+                "(kerasface.data.combine([...]))"
+            )
+        self.sampler.check(source, self.batch_size)
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"{source.name}: {source.num_records} records make no full batch of "
+                f"{self.batch_size} with {self.sampler!r}; lower batch_size or pass "
+                "drop_remainder=False"
+            )
+        self._seed = int(seed) if seed is not None else int(np.random.randint(2**31))
+        self._tracker = BadRecordTracker(source)
+        self._dataset = None
+        # Eager tensors, captured by reference by every tf.data graph (not copied into it).
+        with tf.device("/CPU:0"):
+            self._labels = tf.constant(source.labels, tf.int32)
+            self._datasets = (
+                tf.constant(source.dataset_indices, tf.int32) if with_dataset_index else None
+            )
+
+    @property
+    def steps_per_epoch(self):
+        return self.sampler.steps_per_epoch(self.source, self.batch_size, self.drop_remainder)
+
+    @property
+    def dataset(self):
+        if self._dataset is None:
+            self._dataset = self.build()
+        return self._dataset
+
+    # ---- distribution --------------------------------------------------------------------
+
+    def dataset_fn(self, input_context):
+        """For ``strategy.distribute_datasets_from_function``: this worker's shard, per-replica batches."""
+        return self.build(
+            num_shards=input_context.num_input_pipelines,
+            shard_index=input_context.input_pipeline_id,
+            per_replica_batch_size=input_context.get_per_replica_batch_size(self.batch_size),
+        )
+
+    def distribute(self, strategy):
+        """A distributed dataset for ``model.fit`` under ``strategy``: each worker reads its shard."""
+        return strategy.distribute_datasets_from_function(self.dataset_fn)
+
+    # ---- reporting -----------------------------------------------------------------------
+
+    def bad_records(self):
+        """``{where: (times skipped, reason)}`` of the records that could not be read so far."""
+        return self._tracker.bad_records()
+
+    def num_resized(self):
+        """How many distinct records so far were not 112x112 and were resized."""
+        return self._tracker.num_resized()
+
+    def report(self, max_listed=_MAX_NAMED, list_path=None):
+        """Human summary of everything skipped or resized so far ("" when nothing was)."""
+        lines = []
+        bad = describe_bad_records(self.bad_records(), max_listed, list_path)
+        if bad:
+            lines.append(f"{self._where}: {bad}")
+        resized = self.num_resized()
+        if resized:
+            lines.append(
+                f"{self._where}: {resized} images were not {IMAGE_SIZE}x{IMAGE_SIZE} and "
+                "were resized (aspect ratio not kept); align faces first for best accuracy"
+            )
+        return "\n".join(lines)
+
+    @property
+    def _where(self):
+        return getattr(self.source, "root", self.source.name)
+
+    def __repr__(self):
+        return (
+            f"FacePipeline({self.source!r}, batch_size={self.batch_size}, "
+            f"sampler={self.sampler!r}, augmentation={self.augmentation!r})"
+        )
+
+    # ---- the pipeline --------------------------------------------------------------------
+
+    def build(self, num_shards=1, shard_index=0, per_replica_batch_size=None):
+        """The dataset of input pipeline ``shard_index`` of ``num_shards``.
+
+        Each shard gets ``batch_size / num_shards`` records of every global batch, cut into
+        batches of ``per_replica_batch_size`` when given (several replicas per worker).
+        """
+        if self.batch_size % num_shards:
+            raise ValueError(
+                f"batch_size {self.batch_size} does not split into {num_shards} input pipelines"
+            )
+        if not 0 <= shard_index < num_shards:
+            raise ValueError(f"`shard_index` must be in [0, {num_shards}), got {shard_index}")
+        self.sampler.check(self.source, self.batch_size, num_shards)
+        shard_batch = self.batch_size // num_shards
+        deterministic = self.seed is not None
+        seed = tf.constant(self._seed, tf.int64)
+        source, sampler = self.source, self.sampler
+
+        if self.repeat:
+            epochs = tf.data.Dataset.counter(self.start_epoch)
+        else:
+            # One epoch per iteration, a new one each time the dataset is iterated again
+            # (as ``model.fit`` does every epoch), reproducible under the seed.
+            epochs = tf.data.Dataset.random(
+                seed=self._seed + self.start_epoch, rerandomize_each_iteration=True
+            ).take(1)
+        batches = epochs.flat_map(
+            lambda epoch: sampler.epoch_batches(
+                source, self.batch_size, tf.stack([seed, epoch]), self.drop_remainder
+            )
+        )
+        if num_shards > 1:
+            start = shard_index * shard_batch
+            batches = batches.map(lambda ids: ids[start : start + shard_batch])
+            batches = batches.filter(lambda ids: tf.size(ids) > 0)
+        batches = batches.enumerate()
+        dataset = batches.interleave(
+            self._load_batch,
+            cycle_length=2,
+            num_parallel_calls=2,
+            deterministic=deterministic,
+        )
+        if self.drop_remainder:
+            dataset = dataset.filter(lambda step, ids, images: tf.size(ids) > 0)
+        full_size = shard_batch if self.drop_remainder else None
+        dataset = dataset.map(
+            lambda step, ids, images: self._finish_batch(step, ids, images, full_size),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=deterministic,
+        )
+        if per_replica_batch_size is not None and per_replica_batch_size != shard_batch:
+            dataset = dataset.rebatch(per_replica_batch_size)
+        options = tf.data.Options()
+        # Sharding is done on the record indices above; tf.distribute must not shard again.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+    def _load_batch(self, step, ids):
+        """One batch of record indices -> one ``(step, good ids, uint8 images)`` element."""
+        source, tracker = self.source, self._tracker
+        deterministic = self.seed is not None
+
+        def decode(index, data):
+            ok = looks_like_image(data)
+
+            def decoded():
+                image = decode_rgb(data)
+                image.set_shape([None, None, 3])
+                image = tracker.end(index, image)
+                return _to_image_size(image, index, tracker)
+
+            image = tf.cond(ok, decoded, lambda: tf.zeros([IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8))
+            return index, tf.ensure_shape(image, [IMAGE_SIZE, IMAGE_SIZE, 3]), ok
+
+        records = tf.data.Dataset.from_tensor_slices(ids)
+        if source.read_chunk > 1:
+            # Chunked reads never raise (a bad record reads as b""), so one chunk is safe.
+            records = records.batch(source.read_chunk).map(lambda i: (i, source.read(i))).unbatch()
+
+            def load(index, data):
+                with tf.control_dependencies([tracker.begin(index)]):
+                    data = tf.identity(data)
+                return decode(index, data)
+
+        else:
+
+            def load(index):
+                with tf.control_dependencies([tracker.begin(index)]):
+                    data = source.read(tf.reshape(index, [1]))[0]
+                return decode(index, data)
+
+        records = records.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        # Read and decode errors cannot be caught in-graph: the element is dropped here and
+        # BadRecordTracker still holds its count, so it is reported with its location.
+        records = records.ignore_errors().filter(lambda index, image, ok: ok)
+        records = records.map(lambda index, image, ok: (index, image))
+        batch = records.batch(tf.size(ids, out_type=tf.int64))
+        if self.drop_remainder:
+            size = tf.size(ids)
+            batch = batch.map(lambda good, images: _refill(good, images, size))
+        return batch.map(lambda good, images: (step, good, images))
+
+    def _finish_batch(self, step, ids, images, full_size):
+        labels = tf.gather(self._labels, ids)
+        if self.augmentation is not None:
+            images = self.augmentation(images, tf.stack([tf.constant(self._seed, tf.int64), step]))
+        images = normalize_images(images)
+        # Static batch dimension when every batch is full (XLA, distribution).
+        images = tf.ensure_shape(images, [full_size, IMAGE_SIZE, IMAGE_SIZE, 3])
+        labels = tf.ensure_shape(labels, [full_size])
+        inputs = images
+        if self.with_dataset_index:
+            datasets = tf.gather(self._datasets, ids)
+            inputs = {"images": images, "dataset": datasets}
+        if self.class_weights is not None:
+            weights = tf.gather(tf.constant(self.class_weights), labels)
+            return inputs, labels, weights
+        return inputs, labels
+
+
+def _refill(good, images, size):
+    """Repeat the good images of a batch that lost some, back to ``size`` elements."""
+    have = tf.shape(good)[0]
+    take = tf.math.floormod(tf.range(size), tf.maximum(have, 1))
+    return tf.gather(good, take)[: size * tf.minimum(have, 1)], tf.gather(images, take)[
+        : size * tf.minimum(have, 1)
+    ]
+
+
+def _to_image_size(image, index, tracker):
+    shape = tf.shape(image)
+    right_size = tf.logical_and(tf.equal(shape[0], IMAGE_SIZE), tf.equal(shape[1], IMAGE_SIZE))
+
+    def resize():
+        with tf.control_dependencies([tracker.mark_resized(index)]):
+            resized = tf.image.resize(image, [IMAGE_SIZE, IMAGE_SIZE], antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+    return tf.cond(right_size, lambda: image, resize)
+
+
+def _get_augmentation(augmentation):
+    if augmentation is None or augmentation is False:
+        return None
+    from kerasface.data.face_augmentation import FaceAugmentation
+
+    if augmentation is True:
+        return FaceAugmentation()
+    if isinstance(augmentation, str):
+        return FaceAugmentation.from_string(augmentation)
+    if isinstance(augmentation, FaceAugmentation):
+        return augmentation
+    raise TypeError(
+        "`augmentation` must be a FaceAugmentation, a string, True or None, got "
+        f"{type(augmentation).__name__}"
+    )
