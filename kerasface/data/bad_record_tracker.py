@@ -22,20 +22,17 @@ _MAGIC_LENGTH = max(len(m) for m in _MAGIC)
 class BadRecordTracker:
     """Per-file skip counter shared by a tf.data pipeline (graph side) and Python (report side).
 
-    The graph side is a ``MutableHashTable`` ``file index -> pending`` on the CPU. A lookup table
+    The graph side is a ``MutableHashTable`` ``record index -> times skipped`` on the CPU. A lookup table
     rather than a ``tf.Variable`` so that a ``tf.distribute`` strategy scope, if one is active
     while the pipeline is built, does not turn it into a mirrored variable on the accelerators.
 
-    * :meth:`begin` (before the record is read) increments ``pending[i]``; :meth:`end`
-      (after it decoded) decrements it. A record whose header is not an image never reaches
-      :meth:`end`; a read or decode error that TensorFlow cannot catch in-graph (a missing
-      file, a truncated or garbled image with a valid header) aborts the element, which
-      ``Dataset.ignore_errors`` then drops. Either way its ``+1`` stays, so after a pass
-      ``pending[i]`` is the number of times record ``i`` was skipped.
-    * :meth:`bad_records` turns the table into ``{path: (skips, reason)}``. A positive count
-      can also mean the element was being decoded at that instant (or its iterator was torn
-      down mid-element, as Keras does when it peeks at the first batch), so every candidate
-      is re-examined in Python and only files that really fail to read are reported.
+    * :meth:`count_missing` compares, per batch, the records asked for with the records
+      that came out of decoding and counts a skip of each one missing, whatever dropped it
+      (unreadable file, non-image header, a decode error that aborted the element and that
+      ``Dataset.ignore_errors`` then removed). One small op per batch, none per image.
+    * :meth:`bad_records` turns the table into ``{where: (skips, reason)}``. Every record
+      counted is re-examined in Python (``diagnose``) to give the reason; one that reads
+      fine there (e.g. a file that was replaced since) is left out of the report.
 
     Args:
         records: the pipeline's records, referred to by index on the graph side: a
@@ -66,21 +63,23 @@ class BadRecordTracker:
 
     # ---- graph side ----------------------------------------------------------------------
 
-    def begin(self, index):
-        """In-graph op: count record ``index`` as pending (skipped unless :meth:`end` runs)."""
-        return self._pending.insert(index, self._pending.lookup(index) + 1)
+    def count_missing(self, ids, good):
+        """In-graph op: count a skip of every record in ``ids`` that is not in ``good``.
 
-    def end(self, index, image):
-        """In-graph: mark record ``index`` done; returns ``image`` ordered after the mark."""
-        with tf.control_dependencies([image]):
-            new = self._pending.lookup(index) - 1
-            done = tf.cond(
-                tf.equal(new, 0),
-                lambda: self._pending.remove(tf.reshape(index, [1])),
-                lambda: self._pending.insert(index, new),
+        ``ids`` are the records a batch asked for, ``good`` those that came out of it: the
+        difference is what the decode stage dropped, whatever the reason (an unreadable
+        file, a non-image header, a decode error that aborted the element).
+        """
+        came_out = tf.reduce_any(tf.equal(ids[:, None], good[None, :]), axis=1)
+        missing = tf.boolean_mask(ids, tf.logical_not(came_out))
+
+        def count():
+            missing_unique, _ = tf.unique(missing)
+            return self._pending.insert(
+                missing_unique, self._pending.lookup(missing_unique) + 1
             )
-        with tf.control_dependencies([done]):
-            return tf.identity(image)
+
+        return tf.cond(tf.size(missing) > 0, count, tf.no_op)
 
     def mark_resized(self, index):
         """In-graph op recording that file ``index`` was not 112x112."""

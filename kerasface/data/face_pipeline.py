@@ -232,13 +232,12 @@ class FacePipeline:
         source, tracker = self.source, self._tracker
         deterministic = self.seed is not None
 
-        def decode(index, data):
+        def load(index, data):
             ok = looks_like_image(data)
 
             def decoded():
                 image = decode_rgb(data)
                 image.set_shape([None, None, 3])
-                image = tracker.end(index, image)
                 return _to_image_size(image, index, tracker)
 
             image = tf.cond(ok, decoded, lambda: tf.zeros([IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8))
@@ -248,29 +247,28 @@ class FacePipeline:
         if source.read_chunk > 1:
             # Chunked reads never raise (a bad record reads as b""), so one chunk is safe.
             records = records.batch(source.read_chunk).map(lambda i: (i, source.read(i))).unbatch()
-
-            def load(index, data):
-                with tf.control_dependencies([tracker.begin(index)]):
-                    data = tf.identity(data)
-                return decode(index, data)
-
         else:
-
-            def load(index):
-                with tf.control_dependencies([tracker.begin(index)]):
-                    data = source.read(tf.reshape(index, [1]))[0]
-                return decode(index, data)
-
+            records = records.map(lambda i: (i, source.read(tf.reshape(i, [1]))[0]))
         records = records.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-        # Read and decode errors cannot be caught in-graph: the element is dropped here and
-        # BadRecordTracker still holds its count, so it is reported with its location.
+        # Read and decode errors cannot be caught in-graph: the element is dropped here, and
+        # the batch's missing records are counted below, so each is reported with its location.
         records = records.ignore_errors().filter(lambda index, image, ok: ok)
         records = records.map(lambda index, image, ok: (index, image))
-        batch = records.batch(tf.size(ids, out_type=tf.int64))
-        if self.drop_remainder:
-            size = tf.size(ids)
-            batch = batch.map(lambda good, images: _refill(good, images, size))
-        return batch.map(lambda good, images: (step, good, images))
+        # A sentinel after the records, so that the batch exists even when all of them failed.
+        sentinel = tf.data.Dataset.from_tensors(
+            (tf.constant(-1, tf.int64), tf.zeros([IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8))
+        )
+        batch = records.concatenate(sentinel).batch(tf.size(ids, out_type=tf.int64) + 1)
+
+        def account(good, images):
+            good, images = good[:-1], images[:-1]
+            with tf.control_dependencies([tracker.count_missing(ids, good)]):
+                good = tf.identity(good)
+            if self.drop_remainder:
+                good, images = _refill(good, images, tf.size(ids))
+            return step, good, images
+
+        return batch.map(account)
 
     def _finish_batch(self, step, ids, images, full_size):
         labels = tf.gather(self._labels, ids)
