@@ -117,6 +117,11 @@ class BadRecordTracker:
         self._verified_good.clear()
 
 
+def has_image_header(data):
+    """Python: True when the bytes ``data`` start like a file format the decoder reads."""
+    return any(data.startswith(magic) for magic in _MAGIC)
+
+
 def looks_like_image(data):
     """In-graph: True when the bytes ``data`` start like an image file that may decode."""
     head = tf.strings.substr(data, 0, _MAGIC_LENGTH)
@@ -146,7 +151,7 @@ def diagnose_image_bytes(data, what="record"):
     """Why the encoded image ``data`` cannot be decoded, or None when it decodes."""
     if not data:
         return f"empty {what} (0 bytes)"
-    if not any(data.startswith(magic) for magic in _MAGIC):
+    if not has_image_header(data):
         return f"not an image (starts with {data[:8]!r})"
     try:
         decode_rgb(tf.constant(data))
