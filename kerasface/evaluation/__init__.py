@@ -7,7 +7,8 @@ from kerasface.evaluation.bin_file import (
     write_bin,
 )
 from kerasface.evaluation.embed_images import decode_images, embed_images
-from kerasface.evaluation.pairs_file import PairsFile, contiguous_folds, read_pairs
+from kerasface.evaluation.pair_generation import GeneratedPairs, folder_to_bin, make_pairs
+from kerasface.evaluation.pairs_file import PairsFile, contiguous_folds, read_pairs, write_pairs
 from kerasface.evaluation.roc_plot import plot_roc
 from kerasface.evaluation.verification import (
     DEFAULT_FARS,
@@ -25,6 +26,7 @@ from kerasface.evaluation.verification import (
 __all__ = [
     "DEFAULT_FARS",
     "FoldAccuracy",
+    "GeneratedPairs",
     "OperatingPoint",
     "PairsFile",
     "RestrictedUnpickler",
@@ -34,7 +36,9 @@ __all__ = [
     "decode_images",
     "embed_images",
     "evaluate_scores",
+    "folder_to_bin",
     "load_bin",
+    "make_pairs",
     "plot_roc",
     "read_pairs",
     "roc_auc",
@@ -42,5 +46,6 @@ __all__ = [
     "tar_at_far",
     "verification_accuracy",
     "verify_pairs",
+    "write_pairs",
     "write_bin",
 ]

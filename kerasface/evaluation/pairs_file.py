@@ -183,3 +183,60 @@ def _check_files_exist(path, root, image_paths):
             f"{path}: {len(missing)} of {len(set(image_paths))} images are missing under {root}: "
             f"{shown}{more}"
         )
+
+
+def write_pairs(path, paths_a, paths_b, issame, comment=None):
+    """Write pairs as a kerasface ``a b issame`` file that :func:`read_pairs` reads back.
+
+    :func:`read_pairs` cuts the lines into equal contiguous folds by position, so write the
+    pairs fold after fold (as :func:`kerasface.evaluation.make_pairs` returns them). The file
+    is written to a temporary name and renamed, so a crash never leaves half a pairs file.
+
+    Args:
+        path: the file to write (parent folders are created).
+        paths_a: first image of each pair, usually relative to the image root.
+        paths_b: second image of each pair.
+        issame: booleans (or 0/1), one per pair.
+        comment: optional text written first as ``#`` lines (ignored by :func:`read_pairs`).
+
+    Returns:
+        ``path``.
+    """
+    paths_a, paths_b = list(paths_a), list(paths_b)
+    issame = list(issame)
+    if not len(paths_a) == len(paths_b) == len(issame):
+        raise ValueError(
+            f"{path}: `paths_a`, `paths_b` and `issame` must have the same length, got "
+            f"{len(paths_a)}, {len(paths_b)} and {len(issame)}"
+        )
+    if not issame:
+        raise ValueError(f"{path}: no pairs to write")
+    lines = []
+    if comment:
+        lines.extend(f"# {line}".rstrip() for line in str(comment).splitlines())
+    for number, (a, b, same) in enumerate(zip(paths_a, paths_b, issame)):
+        for image in (a, b):
+            if not isinstance(image, str) or not image or any(c.isspace() for c in image):
+                raise ValueError(
+                    f"{path}: pair #{number}: image paths must be non-empty strings without "
+                    f"whitespace (the format splits on it), got {image!r}"
+                )
+        if a.startswith("#"):
+            raise ValueError(
+                f"{path}: pair #{number}: an image path may not start with '#' (the line would "
+                f"read as a comment), got {a!r}"
+            )
+        if isinstance(same, (bool, np.bool_)) or (
+            isinstance(same, (int, np.integer)) and same in (0, 1)
+        ):
+            lines.append(f"{a} {b} {int(bool(same))}")
+        else:
+            raise ValueError(f"{path}: pair #{number}: `issame` must be a boolean or 0/1, got {same!r}")
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = f"{path}.tmp{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(temporary, path)
+    return path
