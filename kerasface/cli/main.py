@@ -9,6 +9,8 @@ import sys
 COMMANDS = {
     "quickstart": ("quickstart_command", "train, evaluate and export a model end to end (synthetic faces by default)"),
     "train": ("train_command", "train a recipe with model.fit (checkpoints, resume, TensorBoard)"),
+    "data": ("data_command", "datasets: `data convert` (folders/RecordIO -> TFRecord/RecordIO), `data info`, `data make-pairs`"),
+    "align": ("align_command", "detect and align raw photos to 112x112 ArcFace crops (MTCNN, 5-point similarity)"),
     "eval": ("eval_command", "verification accuracy (10-fold), TAR@FAR and ROC on a pairs file or .bin"),
     "export": ("export_command", "export to SavedModel, TFLite (fp32/fp16/int8) or ONNX with a parity check"),
     "budget": ("budget_command", "parameters, MACs, FLOPs and size of backbones against a budget"),
@@ -40,7 +42,7 @@ def main(argv=None):
         return 2
     try:
         return args._module.run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:
         print(f"kerasface {args.command}: error: {error}", file=sys.stderr)
         return 2
 
