@@ -12,13 +12,18 @@ from typing import Optional
 class DataConfig:
     """Where the faces come from and how batches are made.
 
-    ``root`` is a folder with one sub-folder per identity; None means the embedded
-    synthetic identities (generated once into ``synthetic_dir``).
+    ``root`` is a folder with one sub-folder per identity, a TFRecord directory from
+    ``kerasface data convert`` or an insightface RecordIO (``train.rec``); None means the
+    embedded synthetic identities (generated once into ``synthetic_dir``). ``augmentation``
+    is a ``FaceAugmentation.from_string`` spec (``augment=False`` turns it off); ``sampler``
+    is ``"shuffle"`` or ``"pk:PxK"``.
     """
 
     root: Optional[str] = None
     batch_size: int = 128
     augment: bool = True
+    augmentation: str = "flip=0.5"
+    sampler: str = "shuffle"
     synthetic_identities: int = 200
     synthetic_images_per_identity: int = 24
     synthetic_dir: str = "~/.cache/kerasface/synthetic"

@@ -33,6 +33,17 @@ def test_call_paths():
     np.testing.assert_allclose(model.embedding_model(images).numpy(), embeddings, atol=1e-5)
 
 
+def test_uint8_images_are_normalised_like_the_pipeline():
+    model = _model()
+    pixels = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    _, labels = _data(4)
+    reference = (pixels.astype(np.float32) - 127.5) / 128.0  # kerasface's pixel convention
+    np.testing.assert_allclose(model(pixels).numpy(), model(reference).numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        model((pixels, labels)).numpy(), model((reference, labels)).numpy(), atol=1e-5
+    )
+
+
 def test_fit_uses_labels_in_the_head_and_learns():
     model = _model()
     images, labels = _data(16)

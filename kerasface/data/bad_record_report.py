@@ -17,7 +17,8 @@ class BadRecordReport(keras.callbacks.Callback):
     epoch end.
 
     Args:
-        folder: the :class:`kerasface.data.ImageFolder` whose ``dataset`` is being trained on.
+        folder: the :class:`kerasface.data.ImageFolder` or :class:`kerasface.data.FacePipeline`
+            whose ``dataset`` is being trained on.
         max_listed: name at most this many files in the printed line.
         list_path: file rewritten at every epoch end with the full list
             (``path<TAB>times skipped<TAB>reason``) when some file was bad; None writes a

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from kerasface.data.preprocessing import PIXEL_MEAN, PIXEL_SCALE
 from kerasface.heads.margin_head import _is_pair, l2_normalize
 
 
@@ -20,7 +21,8 @@ class FaceRecognizer(keras.Model):
         **kwargs: passed to ``keras.Model``.
 
     Call arguments:
-        inputs: ``images`` for embeddings, or ``(images, labels)`` for margin logits.
+        inputs: ``images`` for embeddings, or ``(images, labels)`` for margin logits. Images
+            are float32 ``(x - 127.5) / 128``, or uint8 pixels, which are normalised first.
         training: forwarded to the backbone and head.
 
     Returns:
@@ -42,8 +44,9 @@ class FaceRecognizer(keras.Model):
     def call(self, inputs, training=None):
         if _is_pair(inputs):
             images, labels = inputs
-            return self.head([self.backbone(images, training=training), labels], training=training)
-        return l2_normalize(ops.cast(self.backbone(inputs, training=training), "float32"))
+            embeddings = self.backbone(_normalized(images), training=training)
+            return self.head([embeddings, labels], training=training)
+        return l2_normalize(ops.cast(self.backbone(_normalized(inputs), training=training), "float32"))
 
     # Keras unpacks (x, y) batches and calls the model on x only; the head also needs y,
     # so each step re-packs the batch as ((x, y), y) before the standard Keras step runs.
@@ -78,6 +81,14 @@ class FaceRecognizer(keras.Model):
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         config["head"] = keras.saving.deserialize_keras_object(config["head"])
         return cls(**config)
+
+
+def _normalized(images):
+    # uint8 batches (FacePipeline(normalize=False)) are normalised here, on the device: 4x
+    # less data crosses from the input pipeline, and the conversion leaves the input threads.
+    if images.dtype == "uint8":
+        return (ops.cast(images, "float32") - PIXEL_MEAN) / PIXEL_SCALE
+    return images
 
 
 def _with_labels_as_input(data):

@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 
 from kerasface import backbones, heads
-from kerasface.data import BadRecordReport, image_folder
+from kerasface.data import BadRecordReport, FacePipeline, FolderSource, open_source
 from kerasface.models.face_recognizer import FaceRecognizer
 from kerasface.training.lr_schedule import build_lr_schedule
 from kerasface.training.strategy import make_strategy
@@ -94,28 +94,34 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
     strategy = make_strategy(recipe.train.strategy)
     batch_size = recipe.data.batch_size
     label_map_path = out_dir / "label_map.json"
-    folder = image_folder(
-        resolve_train_root(recipe),
+    source = open_source(resolve_train_root(recipe))
+    if isinstance(source, FolderSource) and label_map_path.is_file():
+        # A resumed run must keep the labels its checkpoint was trained with.
+        source = FolderSource(source.root, label_map=label_map_path)
+    pipeline = FacePipeline(
+        source,
         batch_size=batch_size,
+        sampler=recipe.data.sampler,
+        augmentation=recipe.data.augmentation if recipe.data.augment else None,
         seed=recipe.train.seed,
-        augment=recipe.data.augment,
         # Always repeat and give fit an exact step count: skipped files make the cardinality
         # unknown, and then Keras runs one extra (empty) step per epoch and the LR schedule drifts.
         repeat=True,
-        # A resumed run must keep the labels its checkpoint was trained with.
-        label_map=label_map_path if label_map_path.is_file() else None,
+        # uint8 batches; the FaceRecognizer normalises them on the device.
+        normalize=False,
     )
-    folder.save_label_map(label_map_path)
+    if hasattr(source, "save_label_map"):
+        source.save_label_map(label_map_path)
     (out_dir / "recipe.json").write_text(recipe.to_json())
-    steps_per_epoch = recipe.train.steps_per_epoch or folder.steps_per_epoch
+    steps_per_epoch = recipe.train.steps_per_epoch or pipeline.steps_per_epoch
     print_fn(
-        f"training {recipe.name}: {folder.num_images} images, {folder.num_classes} identities, "
+        f"training {recipe.name}: {source.num_records} images, {source.num_classes} identities, "
         f"batch {batch_size}, {steps_per_epoch} steps/epoch x {recipe.train.epochs} epochs, "
         f"{strategy.num_replicas_in_sync} replica(s), precision {recipe.train.precision}"
     )
 
     with strategy.scope():
-        model = build_face_recognizer(recipe, folder.num_classes)
+        model = build_face_recognizer(recipe, source.num_classes)
         schedule = build_lr_schedule(recipe.optimizer, steps_per_epoch, recipe.train.epochs)
         optimizer = keras.optimizers.SGD(
             learning_rate=schedule,
@@ -135,13 +141,13 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
         keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "epoch_{epoch:03d}.keras")),
         keras.callbacks.TensorBoard(str(out_dir / "logs"), update_freq="epoch"),
         throughput,
-        BadRecordReport(folder, list_path=out_dir / "bad_records.txt", print_fn=print_fn),
+        BadRecordReport(pipeline, list_path=out_dir / "bad_records.txt", print_fn=print_fn),
         *extra_callbacks,
     ]
     (out_dir / "checkpoints").mkdir(exist_ok=True)
     started = time.perf_counter()
     history = model.fit(
-        folder.dataset,
+        pipeline.distribute(strategy) if strategy.num_replicas_in_sync > 1 else pipeline.dataset,
         epochs=recipe.train.epochs,
         steps_per_epoch=steps_per_epoch,
         callbacks=callbacks,
@@ -161,12 +167,12 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
         "initial_epoch": initial_epoch,
         "steps_per_epoch": steps_per_epoch,
         "batch_size": batch_size,
-        "num_images": folder.num_images,
-        "num_classes": folder.num_classes,
+        "num_images": source.num_records,
+        "num_classes": source.num_classes,
         "images_per_second_median": median_rate,
         "epoch_images_per_second": throughput.epoch_rates,
         "wall_seconds": elapsed,
-        "bad_records": {path: reason for path, (_, reason) in folder.bad_records().items()},
+        "bad_records": {path: reason for path, (_, reason) in pipeline.bad_records().items()},
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -175,6 +181,6 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
         out_dir=out_dir,
         history=history.history,
         images_per_second=median_rate,
-        bad_records=folder.bad_records(),
+        bad_records=pipeline.bad_records(),
         initial_epoch=initial_epoch,
     )
