@@ -15,6 +15,7 @@ setup(
         "onnx==1.23.2",
         "onnxruntime==1.31.1",
         "ai-edge-litert==2.3.0",
+        "mtcnn==1.0.0",
         "pillow>=10",
         "matplotlib>=3.8",
     ],

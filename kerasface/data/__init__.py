@@ -5,7 +5,9 @@ from kerasface.data.bad_record_tracker import BadRecordTracker, diagnose_image_f
 from kerasface.data.class_subset import ClassSubset, cut_long_tail
 from kerasface.data.combined_source import CombinedSource, combine
 from kerasface.data.dataset_weighted_sampler import DatasetWeightedSampler
+from kerasface.data.face_aligner import FaceAligner
 from kerasface.data.face_augmentation import AUGMENTATION_PRESETS, FaceAugmentation
+from kerasface.data.face_detector import FaceDetection, FaceDetector
 from kerasface.data.face_pipeline import FacePipeline
 from kerasface.data.folder_source import IMAGE_EXTENSIONS, FolderSource
 from kerasface.data.image_folder import ImageFolder, image_folder
@@ -18,6 +20,7 @@ from kerasface.data.record_io_writer import RecordIOWriter, write_insightface_re
 from kerasface.data.record_source import RecordSource
 from kerasface.data.sampler import Sampler, get_sampler
 from kerasface.data.shuffle_sampler import ShuffleSampler
+from kerasface.data.similarity_transform import ARCFACE_TEMPLATE, estimate_similarity
 from kerasface.data.synthetic_faces import (
     SyntheticDataset,
     make_synthetic_dataset,
@@ -30,6 +33,7 @@ from kerasface.data.tfrecord_source import TFRecordSource, build_tfrecord_index
 from kerasface.data.tfrecord_writer import write_tfrecords
 
 __all__ = [
+    "ARCFACE_TEMPLATE",
     "AUGMENTATION_PRESETS",
     "IMAGE_EXTENSIONS",
     "IMAGE_SIZE",
@@ -38,7 +42,10 @@ __all__ = [
     "ClassSubset",
     "CombinedSource",
     "DatasetWeightedSampler",
+    "FaceAligner",
     "FaceAugmentation",
+    "FaceDetection",
+    "FaceDetector",
     "FacePipeline",
     "FolderSource",
     "ImageFolder",
@@ -54,6 +61,7 @@ __all__ = [
     "combine",
     "cut_long_tail",
     "diagnose_image_file",
+    "estimate_similarity",
     "get_sampler",
     "image_folder",
     "load_label_map",
