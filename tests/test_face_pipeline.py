@@ -163,17 +163,38 @@ def test_repeat_and_start_epoch_resume_the_same_batches():
     assert [p.tolist() for p, _ in _records(resumed, resumed.dataset.take(4))] == stream[2:6]
 
 
-def test_bad_records_are_counted_named_and_batches_refilled():
-    source = _memory_source([4, 4], bad={1, 6})
-    pipeline = FacePipeline(source, batch_size=8, sampler="sequential", augmentation=None)
-    (pixels, labels), = _records(pipeline)
-    assert len(pixels) == 8 and 1 not in pixels and 6 not in pixels
-    assert set(pixels) == {0, 2, 3, 4, 5, 7}
-    np.testing.assert_array_equal(labels, source.labels[pixels])
+def test_bad_records_are_counted_and_named():
+    source = _memory_source([4, 4, 4], bad={1, 6})
+    pipeline = FacePipeline(
+        source, batch_size=4, sampler="sequential", augmentation=None, drop_remainder=False
+    )
+    batches = _records(pipeline)
+    pixels = np.concatenate([p for p, _ in batches])
+    assert pixels.tolist() == [0, 2, 3, 4, 5, 7, 8, 9, 10, 11]  # the stream closes the gaps
+    for batch_pixels, labels in batches:
+        np.testing.assert_array_equal(labels, source.labels[batch_pixels])
     records = pipeline.bad_records()
     assert sorted(records) == ["memory record 1", "memory record 6"]
     assert all(count == 1 and "empty record" in reason for count, reason in records.values())
     assert "skipped 2 unreadable files" in pipeline.report()
+    _records(pipeline)  # a second epoch counts them again
+    assert {count for count, _ in pipeline.bad_records().values()} == {2}
+
+
+def test_pk_batch_with_a_bad_record_is_refilled_with_its_own_identities():
+    source = _memory_source([4, 4], bad={1})
+    pipeline = FacePipeline(source, batch_size=8, sampler="pk:2x4", augmentation=None, seed=0)
+    (pixels, labels), = _records(pipeline)
+    assert len(pixels) == 8 and 1 not in pixels
+    np.testing.assert_array_equal(labels, source.labels[pixels])
+    assert np.bincount(labels).tolist() == [4, 4]  # identity 0 repeats one of its 3 good images
+    assert set(pixels) == {0, 2, 3, 4, 5, 6, 7}
+    assert list(pipeline.bad_records()) == ["memory record 1"]
+    # A batch none of whose records decodes is left out, not a crash.
+    broken = FacePipeline(
+        _memory_source([2, 2], bad={0, 1, 2, 3}), batch_size=4, sampler="pk:2x2", augmentation=None
+    )
+    assert _records(broken) == [] and len(broken.bad_records()) == 4
 
 
 def test_missing_and_truncated_files_in_a_folder_are_reported(tmp_path):

@@ -26,13 +26,16 @@ class BadRecordTracker:
     rather than a ``tf.Variable`` so that a ``tf.distribute`` strategy scope, if one is active
     while the pipeline is built, does not turn it into a mirrored variable on the accelerators.
 
-    * :meth:`count_missing` compares, per batch, the records asked for with the records
-      that came out of decoding and counts a skip of each one missing, whatever dropped it
-      (unreadable file, non-image header, a decode error that aborted the element and that
-      ``Dataset.ignore_errors`` then removed). One small op per batch, none per image.
+    * Streams: :meth:`begin` (before the record is read) increments ``pending[i]`` and
+      :meth:`end` (after it decoded) decrements it. A record whose header is not an image
+      never reaches :meth:`end`; a read or decode error that TensorFlow cannot catch
+      in-graph (missing file, truncated image with a valid header) aborts the element, which
+      ``Dataset.ignore_errors`` drops. Either way its ``+1`` stays.
+    * Whole batches: :meth:`count_missing` compares the records a batch asked for with those
+      that came out of decoding and counts a skip of each one missing. One op per batch.
     * :meth:`bad_records` turns the table into ``{where: (skips, reason)}``. Every record
       counted is re-examined in Python (``diagnose``) to give the reason; one that reads
-      fine there (e.g. a file that was replaced since) is left out of the report.
+      fine there (in flight when the table was read, or a file replaced since) is left out.
 
     Args:
         records: the pipeline's records, referred to by index on the graph side: a
@@ -62,6 +65,22 @@ class BadRecordTracker:
         self._verified_good = {}
 
     # ---- graph side ----------------------------------------------------------------------
+
+    def begin(self, index):
+        """In-graph op: count record ``index`` as pending (a skip, unless :meth:`end` follows)."""
+        return self._pending.insert(index, self._pending.lookup(index) + 1)
+
+    def end(self, index, image):
+        """In-graph: mark record ``index`` decoded; returns ``image`` ordered after the mark."""
+        with tf.control_dependencies([image]):
+            new = self._pending.lookup(index) - 1
+            done = tf.cond(
+                tf.equal(new, 0),
+                lambda: self._pending.remove(tf.reshape(index, [1])),
+                lambda: self._pending.insert(index, new),
+            )
+        with tf.control_dependencies([done]):
+            return tf.identity(image)
 
     def count_missing(self, ids, good):
         """In-graph op: count a skip of every record in ``ids`` that is not in ``good``.

@@ -21,6 +21,8 @@ class PKSampler(Sampler):
         images_per_identity: K; the batch size must be P * K.
     """
 
+    whole_batches = True
+
     def __init__(self, identities_per_batch, images_per_identity):
         for name, value in (
             ("identities_per_batch", identities_per_batch),

@@ -21,6 +21,10 @@ class Sampler:
         shorter when ``drop_remainder`` is False).
     """
 
+    # True when a batch's composition matters (PK): the pipeline then decodes each batch on
+    # its own, so a record that fails cannot shift the records of the next batches.
+    whole_batches = False
+
     def check(self, source, batch_size, num_shards=1):
         """Raise ``ValueError`` when this sampler cannot make ``batch_size`` batches of ``source``."""
 
