@@ -229,7 +229,7 @@ class FacePipeline:
             start = shard_index * shard_batch
             batches = batches.map(lambda ids: ids[start : start + shard_batch])
             batches = batches.filter(lambda ids: tf.size(ids) > 0)
-        if getattr(sampler, "whole_batches", False):
+        if sampler.whole_batches:
             # Identities must stay together: each batch is decoded on its own.
             dataset = batches.enumerate().interleave(
                 self._load_batch,
