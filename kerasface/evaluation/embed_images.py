@@ -7,7 +7,7 @@ import numpy as np
 from kerasface.data.preprocessing import IMAGE_SIZE, decode_rgb, normalize_images, normalize_numpy
 
 
-def embed_images(embed_fn, images, batch_size=64, flip=False, names=None):
+def embed_images(embed_fn, images, batch_size=64, flip=False, names=None, progress=False):
     """L2-normalised embeddings of face images, each distinct image file embedded once.
 
     Args:
@@ -19,6 +19,7 @@ def embed_images(embed_fn, images, batch_size=64, flip=False, names=None):
         batch_size: images per call of ``embed_fn``.
         flip: flip test: embed each image and its horizontal mirror and L2-normalise their sum.
         names: optional label per image for error messages (defaults to the path or the index).
+        progress: show a Keras progress bar (images embedded so far, rate, time left).
 
     Returns:
         float32 ``(N, D)`` L2-normalised embeddings, in the order of ``images``.
@@ -31,7 +32,7 @@ def embed_images(embed_fn, images, batch_size=64, flip=False, names=None):
         batches = (
             normalize_numpy(images[i:i + batch_size]) for i in range(0, len(images), batch_size)
         )
-        return _l2_normalize(_embed_batches(embed_fn, batches, len(images), flip))
+        return _l2_normalize(_embed_batches(embed_fn, batches, len(images), flip, progress))
 
     sources, kind = _as_sources(images)
     inverse = None
@@ -50,7 +51,7 @@ def embed_images(embed_fn, images, batch_size=64, flip=False, names=None):
         normalize_images(batch).numpy()
         for batch in _decoded_batches(sources, kind, names, batch_size)
     )
-    embeddings = _l2_normalize(_embed_batches(embed_fn, batches, len(sources), flip))
+    embeddings = _l2_normalize(_embed_batches(embed_fn, batches, len(sources), flip, progress))
     return embeddings if inverse is None else embeddings[inverse]
 
 
@@ -168,9 +169,14 @@ def _raise_for_bad_image(sources, names, from_file, batch_error):
     raise ValueError(f"decoding images {names[0]} .. {names[-1]} failed: {batch_error.message}")
 
 
-def _embed_batches(embed_fn, batches, total, flip):
+def _embed_batches(embed_fn, batches, total, flip, progress=False):
     embeddings = None
     start = 0
+    progress_bar = None
+    if progress:
+        import keras
+
+        progress_bar = keras.utils.Progbar(total, unit_name="image")
     for batch in batches:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         output = _call(embed_fn, batch, start)
@@ -185,6 +191,8 @@ def _embed_batches(embed_fn, batches, total, flip):
             )
         embeddings[start:start + len(batch)] = output
         start += len(batch)
+        if progress_bar is not None:
+            progress_bar.update(start)
     if start != total:
         raise ValueError(f"embedded {start} images, expected {total}")
     return embeddings

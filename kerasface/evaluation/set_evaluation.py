@@ -1,0 +1,138 @@
+"""Evaluate an embedding model on a :class:`VerificationSet`, caching the embeddings to ``.npy``."""
+
+import dataclasses
+import hashlib
+import os
+import warnings
+
+import numpy as np
+
+from kerasface.evaluation.verification import DEFAULT_FARS, VerificationResult, evaluate_scores
+from kerasface.evaluation.verification_set import VerificationSet
+
+
+@dataclasses.dataclass
+class SetEvaluation:
+    """A model's embeddings, pair scores and metrics on one verification set.
+
+    Args:
+        set: the :class:`VerificationSet`.
+        embeddings: ``(M, D)`` float32 L2-normalised embedding of each distinct image.
+        scores: ``(N,)`` float64 cosine score of each pair.
+        result: the :class:`VerificationResult` of those scores.
+        cache_path: the ``.npy`` file the embeddings were read from or written to, if any.
+        from_cache: True when the embeddings came from ``cache_path`` (no model call).
+    """
+
+    set: VerificationSet
+    embeddings: np.ndarray
+    scores: np.ndarray
+    result: VerificationResult
+    cache_path: str = None
+    from_cache: bool = False
+
+    def false_accepts(self, k=8):
+        """Indices of the ``k`` impostor pairs with the highest scores, worst first."""
+        impostors = np.flatnonzero(~self.set.issame)
+        order = np.argsort(-self.scores[impostors], kind="stable")
+        return impostors[order[:k]].tolist()
+
+    def false_rejects(self, k=8):
+        """Indices of the ``k`` genuine pairs with the lowest scores, worst first."""
+        genuine = np.flatnonzero(self.set.issame)
+        order = np.argsort(self.scores[genuine], kind="stable")
+        return genuine[order[:k]].tolist()
+
+
+def evaluate_set(embed_fn, vset, flip=False, batch_size=64, fars=DEFAULT_FARS, cache_dir=None,
+                 model_id=None, progress=False):
+    """Embed every distinct image of ``vset`` once, score its pairs and compute all metrics.
+
+    Args:
+        embed_fn: a ``keras.Model`` or a callable float32 normalised ``(B, 112, 112, 3)`` ->
+            ``(B, D)`` (see :func:`embed_images`).
+        vset: a :class:`VerificationSet`, or a spec for :meth:`VerificationSet.load`.
+        flip: fuse each embedding with that of the mirrored image (flip test).
+        batch_size: images per model call.
+        fars: FAR targets for TAR@FAR.
+        cache_dir: folder of ``.npy`` embedding caches; a cache made by the same model (by
+            ``model_id``) with the same flip setting on the same set is used instead of the model.
+        model_id: identifies the model in cache names; default for a ``keras.Model``: a hash of
+            its weights and config. Required for other callables when ``cache_dir`` is given.
+        progress: show a progress bar while embedding.
+
+    Returns:
+        a :class:`SetEvaluation`.
+    """
+    from kerasface.evaluation.embed_images import embed_images
+
+    if not isinstance(vset, VerificationSet):
+        vset = VerificationSet.load(vset)
+    cache_path = None
+    embeddings = None
+    if cache_dir is not None:
+        if model_id is None:
+            model_id = keras_model_id(embed_fn)
+        cache_path = os.path.join(
+            os.fspath(cache_dir),
+            f"{_safe(vset.name)}-{vset.fingerprint}-{_safe(model_id)[:16]}-flip{int(bool(flip))}.npy",
+        )
+        embeddings = _load_cache(cache_path, len(vset.images))
+    from_cache = embeddings is not None
+    if embeddings is None:
+        embeddings = embed_images(embed_fn, vset.images, batch_size=batch_size, flip=flip,
+                                  names=vset.image_names(), progress=progress)
+        if cache_path is not None:
+            _save_cache(cache_path, embeddings)
+    scores = np.einsum(
+        "nd,nd->n", embeddings[vset.pairs[:, 0]].astype(np.float64), embeddings[vset.pairs[:, 1]]
+    )
+    name = f"{vset.name} (flip)" if flip else vset.name
+    result = evaluate_scores(scores, vset.issame, vset.folds, fars, name=name)
+    return SetEvaluation(vset, embeddings, scores, result, cache_path, from_cache)
+
+
+def keras_model_id(model):
+    """Hash of a ``keras.Model``'s config and weights (changes whenever either does)."""
+    import json
+
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            "an embedding cache needs `model_id` for a model that is not a keras.Model, got "
+            f"{type(model).__name__}"
+        )
+    digest = hashlib.sha1(json.dumps(model.get_config(), sort_keys=True, default=str).encode())
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _safe(text):
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in str(text))
+
+
+def _load_cache(path, num_images):
+    if not os.path.isfile(path):
+        return None
+    try:
+        embeddings = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        warnings.warn(f"{path}: unreadable embedding cache ({error}); recomputing it")
+        return None
+    if embeddings.ndim != 2 or len(embeddings) != num_images or embeddings.dtype != np.float32:
+        warnings.warn(
+            f"{path}: embedding cache holds {embeddings.dtype} {embeddings.shape}, expected float32 "
+            f"({num_images}, D); recomputing it"
+        )
+        return None
+    return embeddings
+
+
+def _save_cache(path, embeddings):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    # Write then rename, so an interrupted run never leaves a half-written cache behind.
+    partial = f"{path}.partial-{os.getpid()}.npy"
+    np.save(partial, embeddings)
+    os.replace(partial, path)
