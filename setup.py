@@ -16,6 +16,7 @@ setup(
         "onnxruntime==1.31.1",
         "ai-edge-litert==2.3.0",
         "mtcnn==1.0.0",
+        "opencv-python-headless==4.14.0.94",
         "pillow>=10",
         "matplotlib>=3.8",
     ],

@@ -70,12 +70,18 @@ def main(argv=None):
     reasons = _failed_reasons(aligned_root)
 
     if args.sface:
-        embed = _sface_embedder(args.sface, args.flip)
+        from kerasface.evaluation.peer_model import PeerModel
+
+        try:
+            # SFace: RGB 0-255 NCHW 1x3x112x112 (layout read from the file), batch 1.
+            model = PeerModel(args.sface, runtime="opencv")
+        except ImportError as error:
+            raise SystemExit(str(error)) from None
     else:
         model = load_embedding_model(args.model)
 
-        def embed(paths):
-            return embed_images(model, paths, args.batch_size, args.flip)
+    def embed(paths):
+        return embed_images(model, paths, args.batch_size, args.flip)
 
     reference = dict(zip(relative, embed([os.path.join(reference_root, rel) for rel in relative])))
     ours_list = sorted(have)
@@ -161,28 +167,6 @@ def main(argv=None):
             json.dump(figures, f, indent=2)
         print(f"figures written to {args.json}")
     return 0
-
-
-def _sface_embedder(onnx_path, flip):
-    try:
-        import cv2
-    except ImportError:
-        raise SystemExit("--sface needs OpenCV: pip install opencv-python-headless==4.14.0.94") from None
-    recognizer = cv2.FaceRecognizerSF.create(onnx_path, "")
-
-    def embed(paths):
-        features = []
-        for path in paths:
-            image = cv2.imread(path)  # BGR, as FaceRecognizerSF expects
-            if image is None:
-                raise SystemExit(f"{path}: OpenCV cannot read this image")
-            feature = recognizer.feature(image)[0].astype(np.float64)
-            if flip:
-                feature = feature + recognizer.feature(image[:, ::-1].copy())[0]
-            features.append(feature / np.linalg.norm(feature))
-        return np.array(features)
-
-    return embed
 
 
 def _failed_reasons(aligned_root):
