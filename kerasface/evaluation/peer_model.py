@@ -291,7 +291,9 @@ def model_fingerprint(model_path, **options):
         canonical["input_size"] = None if size is None else list(size)
     else:
         _check_kerasface_model(path, options)
-        path = _kerasface_model_file(path)
+        from kerasface.models.loading import resolve_model_file
+
+        path = resolve_model_file(path)
         canonical = {}
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -557,23 +559,3 @@ def _check_kerasface_model(path, options):
             f"to peer {' or '.join(PEER_SUFFIXES)} models; a kerasface model takes RGB "
             f"(x - 127.5) / 128 NHWC input"
         )
-
-
-def _kerasface_model_file(path):
-    """The file ``load_embedding_model`` loads for ``path`` (same preference order)."""
-    from kerasface.models.loading import RUN_DIR_FILES
-
-    if not path.is_dir():
-        return path
-    candidates = [path / name for name in RUN_DIR_FILES] + sorted(
-        (path / "checkpoints").glob("epoch_*.keras"), reverse=True
-    )
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"{path}: no model found (looked for {', '.join(RUN_DIR_FILES)} and "
-        f"checkpoints/epoch_*.keras)"
-    )
-
-

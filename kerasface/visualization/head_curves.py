@@ -1,9 +1,10 @@
 """Target-logit curves of the margin heads against theta_y, as a table and a PNG."""
 
 import math
-import os
 
 import numpy as np
+
+from kerasface.visualization.headless_figure import headless_figure, save_png
 
 # Angles (degrees) of the summary table; the curve grid always contains them exactly.
 TABLE_ANGLES = (0, 30, 60, 90, 120, 150, 180)
@@ -235,8 +236,6 @@ def plot_head_curves(curves, path, labels=None, x_unit="degrees", title=None, re
     Returns:
         ``path``.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     if not isinstance(curves, dict) or not curves:
         raise ValueError(
@@ -262,8 +261,7 @@ def plot_head_curves(curves, path, labels=None, x_unit="degrees", title=None, re
         like_cosine = [g for g in groups if np.allclose(g[2], np.cos(g[1]), rtol=0.0, atol=1e-5)]
         groups = [g for g in groups if not any(g is c for c in like_cosine)]
 
-    figure = Figure(figsize=(10.5, 6))
-    FigureCanvasAgg(figure)
+    figure = headless_figure((10.5, 6))
     axes = figure.add_subplot()
     if reference:
         theta = np.linspace(0.0, math.pi, 361)
@@ -291,8 +289,4 @@ def plot_head_curves(curves, path, labels=None, x_unit="degrees", title=None, re
     axes.axhline(0.0, color="0.6", linewidth=0.8)
     axes.grid(True, alpha=0.3)
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
-    path = os.fspath(path)
-    if os.path.dirname(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    figure.savefig(path, format="png", dpi=120, bbox_inches="tight")
-    return path
+    return save_png(figure, path)
