@@ -512,15 +512,20 @@ def test_eval_command_writes_summary_json_and_png(tmp_path, capsys):
     path = tmp_path / "cli.bin"
     write_bin(path, [_png_bytes(face) for face in faces], np.tile([True, False], 10))
     args = _cli_args(
-        "--pairs", str(path), "--flip", "--batch-size", "8",
+        "--pairs", str(path), "--flip", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache"),
         "--json", str(tmp_path / "out" / "m.json"), "--roc-png", str(tmp_path / "roc.png"),
     )
     assert eval_command.run_with_model(model, args) == 0
     out = capsys.readouterr().out
-    assert "cli.bin (flip): 20 pairs (10 genuine, 10 impostor), 10 folds" in out
+    assert "cli (flip): 20 pairs (10 genuine, 10 impostor), 10 folds" in out
+    assert "TAR@FAR=1e-06  n/a: needs >= 1000000 impostor pairs, have 10" in out
     data = json.loads((tmp_path / "out" / "m.json").read_text())
-    assert data["flip"] is True and data["num_pairs"] == 20 and data["pairs"] == str(path)
+    (entry,) = data["verification"]
+    assert data["flip"] is True and entry["num_pairs"] == 20 and entry["source"] == str(path)
     assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    # The second run re-scores cached embeddings.
+    assert eval_command.run_with_model(model, args) == 0
+    assert "(embeddings from " in capsys.readouterr().out
 
     args = _cli_args("--pairs", str(tmp_path / "absent.txt"))
     assert eval_command.run_with_model(model, args) == 1
@@ -535,8 +540,9 @@ def test_eval_command_run_loads_a_keras_file(tmp_path, capsys):
     write_bin(path, [_png_bytes(face) for face in _random_faces(40, seed=17)], np.tile([1, 0], 10))
     parser = argparse.ArgumentParser()
     eval_command.add_arguments(parser)
-    assert eval_command.run(parser.parse_args(["--model", str(model_path), "--pairs", str(path)])) == 0
-    assert "run.bin: 20 pairs" in capsys.readouterr().out
+    argv = ["--model", str(model_path), "--pairs", str(path), "--no-cache"]
+    assert eval_command.run(parser.parse_args(argv)) == 0
+    assert "run: 20 pairs" in capsys.readouterr().out
     missing = parser.parse_args(["--model", str(tmp_path / "none.keras"), "--pairs", str(path)])
     assert eval_command.run(missing) == 1
     assert "cannot load model" in capsys.readouterr().err

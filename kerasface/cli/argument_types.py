@@ -46,3 +46,14 @@ def name_json_pair(example):
         return name, kwargs
 
     return parse
+
+
+def far_value(text):
+    """A FAR target in (0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a FAR in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a FAR in (0, 1), got {value}")
+    return value
