@@ -80,8 +80,34 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Verification sets evaluated during training, choosing the kept ``best.keras``.
+
+    ``sets`` are ``VerificationSet.load`` specs: ``"lfw.bin"``, ``"val_pairs.txt:ROOT"`` or
+    ``"NAME=FILE:ROOT"`` (e.g. ``--set eval.sets="['val_pairs.txt:/data/val']"``); empty
+    means no evaluation. They are evaluated every ``every_epochs`` epochs, or every
+    ``every_steps`` training steps when that is set. ``metric`` (``"accuracy"``, ``"auc"``,
+    ``"tar@far=1e-3"``, or ``"SET/NAME"`` for one set instead of the mean over sets) picks the
+    best checkpoint; ``flip`` adds the mirrored image to each embedding.
+    """
+
+    sets: tuple = ()
+    every_epochs: int = 1
+    every_steps: Optional[int] = None
+    metric: str = "accuracy"
+    flip: bool = False
+
+    def __post_init__(self):
+        # A recipe file may well write a list, or a single spec.
+        if isinstance(self.sets, str):
+            object.__setattr__(self, "sets", (self.sets,))
+        elif isinstance(self.sets, list):
+            object.__setattr__(self, "sets", tuple(self.sets))
+
+
+@dataclasses.dataclass(frozen=True)
 class Recipe:
-    """A complete training configuration: data, model, head, optimizer, training loop."""
+    """A complete training configuration: data, model, head, optimizer, training loop, evaluation."""
 
     name: str = "arcface"
     data: DataConfig = DataConfig()
@@ -89,6 +115,7 @@ class Recipe:
     head: HeadConfig = HeadConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -141,6 +168,9 @@ def _replace_path(obj, keys, value, override):
         value = float(value)
     elif isinstance(current, tuple) and isinstance(value, list):
         value = tuple(value)
+    elif isinstance(current, tuple) and isinstance(value, str) and all(isinstance(item, str) for item in current):
+        # `eval.sets=lfw.bin`: one item of a tuple of strings needs no list brackets.
+        value = (value,)
     elif current is not None and value is not None and not isinstance(value, type(current)) and not (
         isinstance(current, float) and isinstance(value, (int, float)) and not isinstance(value, bool)
     ):

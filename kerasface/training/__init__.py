@@ -4,5 +4,14 @@ from kerasface.training.lr_schedule import build_lr_schedule
 from kerasface.training.strategy import make_strategy
 from kerasface.training.throughput_logger import ThroughputLogger
 from kerasface.training.train_model import TrainResult, build_face_recognizer, train
+from kerasface.training.verification_callback import VerificationCallback
 
-__all__ = ["ThroughputLogger", "TrainResult", "build_face_recognizer", "build_lr_schedule", "make_strategy", "train"]
+__all__ = [
+    "ThroughputLogger",
+    "TrainResult",
+    "VerificationCallback",
+    "build_face_recognizer",
+    "build_lr_schedule",
+    "make_strategy",
+    "train",
+]

@@ -14,6 +14,7 @@ from kerasface.models.face_recognizer import FaceRecognizer
 from kerasface.training.lr_schedule import build_lr_schedule
 from kerasface.training.strategy import make_strategy
 from kerasface.training.throughput_logger import ThroughputLogger
+from kerasface.training.verification_callback import VerificationCallback
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -76,7 +77,9 @@ def train(recipe, out_dir, verbose=1, print_fn=print, extra_callbacks=()):
     Every epoch writes ``checkpoints/epoch_NNN.keras`` and a resumable backup (weights,
     optimizer state and epoch counter, via ``keras.callbacks.BackupAndRestore``). A run
     killed mid-epoch restarts at the start of the epoch it was in, with the learning-rate
-    schedule where it was.
+    schedule where it was. With ``recipe.eval.sets``, a :class:`VerificationCallback` evaluates
+    them during training, keeps ``best.keras`` (+ ``best.json``) by ``recipe.eval.metric`` and
+    logs TensorBoard scalars to ``logs/verification``.
     """
     if recipe.train.precision not in PRECISIONS:
         raise ValueError(f"`train.precision` must be one of {PRECISIONS}, got {recipe.train.precision!r}")
@@ -91,6 +94,8 @@ def train(recipe, out_dir, verbose=1, print_fn=print, extra_callbacks=()):
 
 
 def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
+    # Built first: a bad set spec or metric fails before any data or model is prepared.
+    verification = _verification_callback(recipe, out_dir, print_fn)
     strategy = make_strategy(recipe.train.strategy)
     batch_size = recipe.data.batch_size
     label_map_path = out_dir / "label_map.json"
@@ -142,6 +147,8 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
         keras.callbacks.TensorBoard(str(out_dir / "logs"), update_freq="epoch"),
         throughput,
         BadRecordReport(pipeline, list_path=out_dir / "bad_records.txt", print_fn=print_fn),
+        # Before the caller's callbacks, so EarlyStopping & co. see its `val_*` values in the logs.
+        *([verification] if verification is not None else []),
         *extra_callbacks,
     ]
     (out_dir / "checkpoints").mkdir(exist_ok=True)
@@ -175,6 +182,15 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
         "bad_records": {path: reason for path, (_, reason) in pipeline.bad_records().items()},
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
     }
+    if verification is not None:
+        summary["verification"] = {
+            "metric": verification.metric_label,
+            "monitor": verification.monitor,
+            "sets": [vset.source for vset in verification.sets],
+            # From best.json when a resumed run found nothing better.
+            "best": verification.best_record,
+            "last": verification.evaluations[-1] if verification.evaluations else None,
+        }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return TrainResult(
         model=model,
@@ -183,4 +199,21 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
         images_per_second=median_rate,
         bad_records=pipeline.bad_records(),
         initial_epoch=initial_epoch,
+    )
+
+
+def _verification_callback(recipe, out_dir, print_fn):
+    """The recipe's :class:`VerificationCallback`, or None when it names no sets."""
+    config = recipe.eval
+    if not config.sets:
+        return None
+    return VerificationCallback(
+        list(config.sets),
+        every_n_epochs=config.every_epochs if config.every_steps is None else None,
+        every_n_steps=config.every_steps,
+        metric=config.metric,
+        flip=config.flip,
+        best_path=out_dir / "best.keras",
+        log_dir=out_dir / "logs" / "verification",
+        print_fn=print_fn,
     )
