@@ -76,17 +76,26 @@ class VerificationResult:
     tpr: np.ndarray = dataclasses.field(default=None, repr=False)
     name: str = None
 
-    def summary(self):
-        """Short human-readable multi-line report."""
+    def summary(self, include_accuracy=True):
+        """Short human-readable multi-line report.
+
+        Args:
+            include_accuracy: print the k-fold accuracy line; leave it out for heavily unbalanced
+                pair sets (all pairs of a gallery), where answering "different" always scores
+                near 100% and only TAR@FAR and AUC mean something.
+        """
         folds = "" if self.fold_accuracies is None else f", {len(self.fold_accuracies)} folds"
         title = f"{self.name}: " if self.name else ""
         lines = [
             f"{title}{self.num_pairs} pairs ({self.num_genuine} genuine, "
-            f"{self.num_impostor} impostor){folds}",
-            f"  accuracy      {100 * self.accuracy:.2f}% +- {100 * self.accuracy_std:.2f} "
-            f"(threshold {self.threshold:.4f})",
-            f"  AUC           {self.auc:.4f}",
+            f"{self.num_impostor} impostor){folds if include_accuracy else ''}",
         ]
+        if include_accuracy:
+            lines.append(
+                f"  accuracy      {100 * self.accuracy:.2f}% +- {100 * self.accuracy_std:.2f} "
+                f"(threshold {self.threshold:.4f})"
+            )
+        lines.append(f"  AUC           {self.auc:.4f}")
         for far, point in self.tar_at_far.items():
             label = f"  TAR@FAR={far:.0e}"
             if point.reason:
