@@ -92,6 +92,33 @@ def test_two_sets_all_pairs_and_identification_in_one_call(identity_tree, tmp_pa
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_set_pairs_report_plain_mean_and_each_cluster_threshold(identity_tree, tmp_path, capsys):
+    import shutil
+
+    sets = tmp_path / "sets"
+    for identity in range(5):
+        for half in range(2):
+            (sets / f"s{identity}{half}").mkdir(parents=True)
+            for k in (2 * half, 2 * half + 1):
+                shutil.copy(identity_tree / f"p{identity}" / f"{k}.png", sets / f"s{identity}{half}")
+    lines = [f"s{i}0 s{i}1 1" for i in range(5)] + [f"s{i}0 s{(i + 1) % 5}1 0" for i in range(5)]
+    (tmp_path / "set_pairs.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "sets.json"
+    args = _args("--set-pairs", f"{tmp_path / 'set_pairs.txt'}:{sets}",
+                 "--cluster-threshold", "0.2", "0.5", "--json", str(out))
+    assert eval_command.run_with_model(ProjectionEmbedder(), args) == 0
+    (entry,) = json.loads(out.read_text())["set_verification"]
+    assert [row["cluster_threshold"] for row in entry["rows"]] == [None, 0.2, 0.5]
+    assert entry["rows"][0]["frames_kept"] == entry["rows"][0]["frames_total"] == 20
+    assert entry["rows"][0]["num_pairs"] == 10
+    assert "--set-pairs must be FILE:ROOT" in _error_of(["--set-pairs", "nocolon"], capsys)
+
+
+def _error_of(argv, capsys):
+    assert eval_command.run_with_model(ProjectionEmbedder(), _args(*argv)) == 1
+    return capsys.readouterr().err
+
+
 def test_eval_errors_name_what_is_wrong(identity_tree, tmp_path, capsys):
     embedder = ProjectionEmbedder()
     assert eval_command.run_with_model(embedder, _args()) == 1

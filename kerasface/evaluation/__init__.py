@@ -9,6 +9,7 @@ from kerasface.evaluation.bin_file import (
 )
 from kerasface.evaluation.cmc_plot import plot_cmc
 from kerasface.evaluation.embed_images import decode_images, embed_images
+from kerasface.evaluation.frame_clustering import aggregate_set, cluster_frames, largest_cluster
 from kerasface.evaluation.identification import (
     IdentificationResult,
     closed_set_identification,
@@ -21,6 +22,13 @@ from kerasface.evaluation.pair_generation import GeneratedPairs, folder_to_bin, 
 from kerasface.evaluation.pairs_file import PairsFile, contiguous_folds, read_pairs, write_pairs
 from kerasface.evaluation.roc_plot import plot_roc
 from kerasface.evaluation.set_evaluation import SetEvaluation, evaluate_set
+from kerasface.evaluation.set_pairs import SetPairs, read_set_pairs
+from kerasface.evaluation.set_verification import (
+    SetVerificationResult,
+    evaluate_set_embeddings,
+    evaluate_set_pairs,
+)
+from kerasface.evaluation.union_find import UnionFind
 from kerasface.evaluation.verification import (
     DEFAULT_FARS,
     FoldAccuracy,
@@ -37,6 +45,15 @@ from kerasface.evaluation.verification import (
 from kerasface.evaluation.verification_set import VerificationSet
 
 __all__ = [
+    "SetPairs",
+    "SetVerificationResult",
+    "UnionFind",
+    "aggregate_set",
+    "cluster_frames",
+    "evaluate_set_embeddings",
+    "evaluate_set_pairs",
+    "largest_cluster",
+    "read_set_pairs",
     "IdentificationResult",
     "all_pair_scores",
     "closed_set_identification",

@@ -101,25 +101,35 @@ def _is_int(token):
     return token.isascii() and token.isdigit()
 
 
+def parse_pair_fields(path, number, fields, names=("a", "b")):
+    """One ``a b issame`` line, split: ``(a, b, issame)``; errors name the file and line.
+
+    Args:
+        path: the file, for error messages.
+        number: the 1-based line number.
+        fields: the whitespace-split line.
+        names: what the two items are called in the error (``("set_a", "set_b")`` for sets).
+    """
+    if len(fields) != 3:
+        raise ValueError(
+            f"{path}: line {number}: expected 3 fields `{names[0]} {names[1]} issame`, got "
+            f"{len(fields)}: {' '.join(fields)!r}"
+        )
+    token = fields[2].lower()
+    if token not in _TRUE_TOKENS and token not in _FALSE_TOKENS:
+        raise ValueError(
+            f"{path}: line {number}: `issame` must be one of 0/1/true/false, got {fields[2]!r}"
+        )
+    return fields[0], fields[1], token in _TRUE_TOKENS
+
+
 def _parse_plain(path, lines, num_folds):
     paths_a, paths_b, issame = [], [], []
     for number, fields in lines:
-        if len(fields) != 3:
-            raise ValueError(
-                f"{path}: line {number}: expected 3 fields `a b issame`, got {len(fields)}: "
-                f"{' '.join(fields)!r}"
-            )
-        token = fields[2].lower()
-        if token in _TRUE_TOKENS:
-            issame.append(True)
-        elif token in _FALSE_TOKENS:
-            issame.append(False)
-        else:
-            raise ValueError(
-                f"{path}: line {number}: `issame` must be one of 0/1/true/false, got {fields[2]!r}"
-            )
-        paths_a.append(fields[0])
-        paths_b.append(fields[1])
+        a, b, same = parse_pair_fields(path, number, fields)
+        paths_a.append(a)
+        paths_b.append(b)
+        issame.append(same)
     folds = contiguous_folds(len(issame), num_folds, source=path)
     return paths_a, paths_b, issame, folds
 
