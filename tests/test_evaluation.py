@@ -525,7 +525,7 @@ def test_eval_command_writes_summary_json_and_png(tmp_path, capsys):
     assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
     # The second run re-scores cached embeddings.
     assert eval_command.run_with_model(model, args) == 0
-    assert "(embeddings from " in capsys.readouterr().out
+    assert "(embeddings read from " in capsys.readouterr().out
 
     args = _cli_args("--pairs", str(tmp_path / "absent.txt"))
     assert eval_command.run_with_model(model, args) == 1

@@ -201,8 +201,9 @@ def _evaluate(model, args, model_id):
     for vset in vsets:
         evaluation = evaluate_set(model, vset, flip=args.flip, batch_size=args.batch_size, fars=fars,
                                   cache_dir=cache_dir, model_id=model_id, progress=progress)
-        cached = f" (embeddings from {evaluation.cache_path})" if evaluation.from_cache else ""
-        print(evaluation.result.summary() + cached)
+        print(evaluation.result.summary())
+        if evaluation.from_cache:
+            print(f"  (embeddings read from {evaluation.cache_path})")
         results[evaluation.result.name] = evaluation.result
         report["verification"].append(
             {"set": vset.name, "source": vset.source, **evaluation.result.to_dict()}
