@@ -133,6 +133,10 @@ class CombinedSource(RecordSource):
                 (lambda source=source: tf.reshape(source.read(local), [-1])) for source in self.sources
             ]
             return tf.switch_case(dataset[0], branches)
+        # Partitioning by an out-of-range dataset id fails too, with a message that names no
+        # record: order it after the gather so the bounds error is the one raised, every time.
+        with tf.control_dependencies([local]):
+            dataset = tf.identity(dataset)
         positions = tf.range(tf.size(indices, out_type=tf.int32))
         local_parts = tf.dynamic_partition(local, dataset, self.num_datasets)
         position_parts = tf.dynamic_partition(positions, dataset, self.num_datasets)
