@@ -208,6 +208,7 @@ def _bench(*args, tmp_path):
     return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
 
 
+@pytest.mark.slow  # a bench smoke run (subprocess, ~25 s); the heads have their own tests
 def test_head_scale_smoke_writes_json(tmp_path):
     out = tmp_path / "scale.json"
     finished = _bench(

@@ -34,7 +34,7 @@ SMALL_CONFIGS = {
         "stem_channels": 16,
         "stages": ((16, 16, 1, 2), (32, 16, 1, 1)),
     },
-    "airface": {**_TINY_MOBILEFACENET, "stages": ((2, 64, 1, 2), (8, 128, 1, 2), (2, 128, 1, 1))},
+    "airface": {**_TINY_MOBILEFACENET, "stages": ((2, 64, 1, 2), (2, 128, 1, 2), (2, 128, 1, 1))},
     "lfrc_se_mobilefacenet": _TINY_LFRC,
     "mobilenet_v1": {
         "embedding_size": 16,
