@@ -18,8 +18,10 @@ class ProjectionEmbedder:
 
     def __init__(self, dim=8):
         self.projection = np.random.default_rng(3).normal(size=(112 * 112 * 3, dim)).astype(np.float32)
+        self.images = 0
 
     def __call__(self, batch):
+        self.images += len(batch)
         return np.asarray(batch).reshape(len(batch), -1) @ self.projection
 
     def reference(self, path):
@@ -117,6 +119,31 @@ def test_set_pairs_report_plain_mean_and_each_cluster_threshold(identity_tree, t
 def _error_of(argv, capsys):
     assert eval_command.run_with_model(ProjectionEmbedder(), _args(*argv)) == 1
     return capsys.readouterr().err
+
+
+def test_probe_and_distractor_embeddings_are_cached_and_reusable(identity_tree, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    eval_command.add_arguments(parser)
+    distractors = tmp_path / "distractors"
+    distractors.mkdir()
+    for path in _paths(identity_tree)[:6]:
+        (distractors / f"{path.parent.name}_{path.name}").write_bytes(path.read_bytes())
+    argv = ["--model", "unused.keras", "--cache-dir", str(tmp_path / "cache"), "--json",
+            str(tmp_path / "id.json"), "--identify", str(identity_tree), "--all-pairs",
+            str(identity_tree)]
+    embedder = ProjectionEmbedder()
+    args = parser.parse_args([*argv, "--distractors", str(distractors)])
+    assert eval_command.run_with_model(embedder, args, model_id="proj") == 0
+    assert embedder.images == 20 + 6  # the probes once for --all-pairs and --identify
+    first = json.loads((tmp_path / "id.json").read_text())["identification"]
+    assert eval_command.run_with_model(embedder, args, model_id="proj") == 0
+    assert embedder.images == 26  # nothing embedded again
+    # The cached distractor embeddings are a ready-made --distractors .npy.
+    (npy,) = (tmp_path / "cache").glob("distractors-distractors-*.npy")
+    args = parser.parse_args([*argv, "--distractors", str(npy)])
+    assert eval_command.run_with_model(embedder, args, model_id="proj") == 0
+    again = json.loads((tmp_path / "id.json").read_text())["identification"]
+    assert again["cmc"] == first["cmc"] and again["num_distractors"] == 6
 
 
 def test_eval_errors_name_what_is_wrong(identity_tree, tmp_path, capsys):

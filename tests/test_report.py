@@ -516,7 +516,9 @@ def test_report_command_end_to_end(tmp_path, capsys):
     from kerasface.evaluation.peer_model import model_fingerprint
 
     assert f"fingerprint</b>: {model_fingerprint(first)}" in text
-    assert len(os.listdir(tmp_path / "cache")) == 2
+    # Per model: the verification set, the probes and the distractor folder.
+    cached = sorted(name.split("-")[0] for name in os.listdir(tmp_path / "cache"))
+    assert cached == ["distractors"] * 2 + ["faces"] * 2 + ["pairs"] * 2
     assert "![CMC](cmc.png)" in (tmp_path / "md" / "report.md").read_text(encoding="utf-8")
     # A second run reads every embedding from the cache.
     assert report_command.run(_parser().parse_args(argv[:-6])) == 0

@@ -59,8 +59,9 @@ def add_arguments(parser):
     )
     identification.add_argument(
         "--distractors", default=None, metavar="FOLDER|NPY",
-        help="distractor gallery for --identify: a folder of face images or a .npy file of "
-             "precomputed L2-normalised embeddings (read in chunks, memory-mapped)",
+        help="distractor gallery for --identify: a folder of face images (their embeddings are "
+             "cached as <folder>-distractors-*.npy in --cache-dir, reusable here) or a .npy file "
+             "of L2-normalised embeddings (memory-mapped, read in chunks)",
     )
     identification.add_argument(
         "--protocol", choices=("megaface", "closed-set"), default="megaface",
@@ -188,6 +189,11 @@ def _evaluate(model, args, model_id):
         cache_dir = cache_dir if model_id is not None else None
     progress = sys.stdout.isatty() if args.progress is None else args.progress
     fars = tuple(args.far)
+    cache = None
+    if cache_dir is not None:
+        from kerasface.evaluation.embedding_cache import EmbeddingCache
+
+        cache = EmbeddingCache(cache_dir, model_id)
     # Load every set first: a typo in the last --set must not cost the embedding of the others.
     vsets = [VerificationSet.load(spec) for spec in specs]
 
@@ -212,7 +218,7 @@ def _evaluate(model, args, model_id):
     if args.all_pairs:
         report["all_pairs"] = []
         for folder in args.all_pairs:
-            result = _all_pairs(model, folder, args, fars, progress)
+            result = _all_pairs(model, folder, args, fars, progress, cache)
             # Nearly all pairs are impostors: "always different" would score ~100% accuracy.
             print(result.summary(include_accuracy=False))
             results[result.name] = result
@@ -226,7 +232,8 @@ def _evaluate(model, args, model_id):
 
         identification = identify_folder(
             model, args.identify, distractors=args.distractors, protocol=args.protocol,
-            max_rank=args.max_rank, batch_size=args.batch_size, flip=args.flip,
+            max_rank=args.max_rank, batch_size=args.batch_size, flip=args.flip, cache=cache,
+            progress=progress,
         )
         print(identification.summary())
         report["identification"] = identification.to_dict()
@@ -270,7 +277,7 @@ def _evaluate(model, args, model_id):
     return 0
 
 
-def _all_pairs(model, folder, args, fars, progress):
+def _all_pairs(model, folder, args, fars, progress, cache):
     import numpy as np
 
     from kerasface.data.folder_source import FolderSource
@@ -282,8 +289,14 @@ def _all_pairs(model, folder, args, fars, progress):
     if source.skipped_files:
         print(f"{folder}: skipped {len(source.skipped_files)} files that are not images",
               file=sys.stderr)
-    embeddings = embed_images(model, source.file_paths, batch_size=args.batch_size, flip=args.flip,
-                              progress=progress)
+    if cache is None:
+        embeddings = embed_images(model, source.file_paths, batch_size=args.batch_size,
+                                  flip=args.flip, progress=progress)
+    else:
+        # The same key as --identify's probes: one embedding pass serves both.
+        embeddings, _, _ = cache.embed(model, source.file_paths, f"{source.name}-probes",
+                                       flip=args.flip, batch_size=args.batch_size,
+                                       progress=progress)
     scores, issame = all_pair_scores(embeddings, np.asarray(source.labels))
     # Only AUC and TAR@FAR are reported; the folds just satisfy evaluate_scores.
     folds = np.arange(len(scores)) % 2

@@ -184,12 +184,14 @@ def run(args):
                 print(f"  {vset.name}: embeddings read from {evaluation.cache_path}")
             evaluations[spec.name].append(evaluation)
         if args.identify:
+            from kerasface.evaluation.embedding_cache import EmbeddingCache
             from kerasface.evaluation.identification import identify_folder
 
+            cache = None if cache_dir is None else EmbeddingCache(cache_dir, info["fingerprint"])
             try:
                 identification[spec.name] = identify_folder(
                     embed_fn, args.identify, distractors=args.distractors,
-                    batch_size=args.batch_size, flip=args.flip,
+                    batch_size=args.batch_size, flip=args.flip, cache=cache,
                 )
             except (OSError, ValueError, RuntimeError) as error:
                 return _error(f"{spec.name}: identification on {args.identify}: {error}")

@@ -9,6 +9,7 @@ from kerasface.evaluation.bin_file import (
 )
 from kerasface.evaluation.cmc_plot import plot_cmc
 from kerasface.evaluation.embed_images import decode_images, embed_images
+from kerasface.evaluation.embedding_cache import EmbeddingCache
 from kerasface.evaluation.frame_clustering import aggregate_set, cluster_frames, largest_cluster
 from kerasface.evaluation.identification import (
     IdentificationResult,
@@ -45,6 +46,7 @@ from kerasface.evaluation.verification import (
 from kerasface.evaluation.verification_set import VerificationSet
 
 __all__ = [
+    "EmbeddingCache",
     "SetPairs",
     "SetVerificationResult",
     "UnionFind",

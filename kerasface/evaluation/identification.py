@@ -369,7 +369,8 @@ def split_gallery_probe(labels, gallery_per_identity=1, seed=None):
 
 
 def identify_folder(embed_fn, probe_root, distractors=None, protocol="megaface", max_rank=10,
-                    batch_size=64, flip=False, name=None, chunk_size=None):
+                    batch_size=64, flip=False, name=None, chunk_size=None, cache=None,
+                    progress=False):
     """Embed an identity-folder tree of probes and run an identification protocol on it.
 
     Args:
@@ -386,20 +387,23 @@ def identify_folder(embed_fn, probe_root, distractors=None, protocol="megaface",
         flip: fuse each embedding with that of the mirrored image.
         name: label for summaries (default: the folder name and distractor count).
         chunk_size: distractor rows per matrix product.
+        cache: an :class:`EmbeddingCache` for the probe and distractor-folder embeddings (the
+            distractors' ``.npy`` is then reusable as ``distractors=`` directly).
+        progress: show a progress bar while embedding.
 
     Returns:
         an :class:`IdentificationResult`.
     """
     from kerasface.data.folder_source import FolderSource
-    from kerasface.evaluation.embed_images import embed_images
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"`protocol` must be one of {PROTOCOLS}, got {protocol!r}")
     source = FolderSource(probe_root)
-    embeddings = embed_images(embed_fn, source.file_paths, batch_size, flip)
+    embeddings = _embed_files(embed_fn, source.file_paths, f"{source.name}-probes", batch_size,
+                              flip, cache, progress)
     labels = np.asarray(source.labels)
     distractors = _distractor_embeddings(embed_fn, distractors, embeddings.shape[1], batch_size,
-                                         flip)
+                                         flip, cache, progress)
     if name is None:
         name = os.path.basename(os.path.abspath(os.fspath(probe_root)).rstrip(os.sep))
         if distractors is not None:
@@ -624,10 +628,20 @@ def _check_distractors(distractors, dim):
     return distractors
 
 
-def _distractor_embeddings(embed_fn, distractors, dim, batch_size, flip):
-    """None, an array, a ``.npy`` file (memory-mapped) or an image folder -> (N, D) array."""
+def _embed_files(embed_fn, files, label, batch_size, flip, cache, progress):
     from kerasface.evaluation.embed_images import embed_images
 
+    if cache is None:
+        return embed_images(embed_fn, files, batch_size, flip, progress=progress)
+    embeddings, path, from_cache = cache.embed(embed_fn, files, label, flip=flip,
+                                               batch_size=batch_size, progress=progress)
+    logger.info("%s embeddings %s %s", label, "read from" if from_cache else "written to", path)
+    return embeddings
+
+
+def _distractor_embeddings(embed_fn, distractors, dim, batch_size, flip, cache=None,
+                           progress=False):
+    """None, an array, a ``.npy`` file (memory-mapped) or an image folder -> (N, D) array."""
     if distractors is None or isinstance(distractors, np.ndarray):
         return _check_distractors(distractors, dim)
     path = os.fspath(distractors)
@@ -638,7 +652,8 @@ def _distractor_embeddings(embed_fn, distractors, dim, batch_size, flip):
                            "distractors (first: %s)", path, len(skipped), skipped[0])
         if not files:
             raise ValueError(f"{path}: no distractor images found (searched recursively)")
-        return embed_images(embed_fn, files, batch_size, flip)
+        label = os.path.basename(os.path.abspath(path).rstrip(os.sep)) + "-distractors"
+        return _embed_files(embed_fn, files, label, batch_size, flip, cache, progress)
     if not os.path.exists(path):
         raise FileNotFoundError(f"distractors {path} does not exist")
     if not path.endswith(".npy"):

@@ -2,8 +2,6 @@
 
 import dataclasses
 import hashlib
-import os
-import warnings
 
 import numpy as np
 
@@ -65,25 +63,20 @@ def evaluate_set(embed_fn, vset, flip=False, batch_size=64, fars=DEFAULT_FARS, c
         a :class:`SetEvaluation`.
     """
     from kerasface.evaluation.embed_images import embed_images
+    from kerasface.evaluation.embedding_cache import EmbeddingCache
 
     if not isinstance(vset, VerificationSet):
         vset = VerificationSet.load(vset)
-    cache_path = None
-    embeddings = None
+    cache_path, from_cache = None, False
     if cache_dir is not None:
-        if model_id is None:
-            model_id = keras_model_id(embed_fn)
-        cache_path = os.path.join(
-            os.fspath(cache_dir),
-            f"{_safe(vset.name)}-{vset.fingerprint}-{_safe(model_id)[:16]}-flip{int(bool(flip))}.npy",
+        cache = EmbeddingCache(cache_dir, model_id or keras_model_id(embed_fn))
+        embeddings, cache_path, from_cache = cache.embed(
+            embed_fn, vset.images, vset.name, flip=flip, batch_size=batch_size,
+            names=vset.image_names(), progress=progress, key=vset.fingerprint,
         )
-        embeddings = _load_cache(cache_path, len(vset.images))
-    from_cache = embeddings is not None
-    if embeddings is None:
+    else:
         embeddings = embed_images(embed_fn, vset.images, batch_size=batch_size, flip=flip,
                                   names=vset.image_names(), progress=progress)
-        if cache_path is not None:
-            _save_cache(cache_path, embeddings)
     scores = np.einsum(
         "nd,nd->n", embeddings[vset.pairs[:, 0]].astype(np.float64), embeddings[vset.pairs[:, 1]]
     )
@@ -107,32 +100,3 @@ def keras_model_id(model):
     for weight in model.weights:
         digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
     return digest.hexdigest()[:16]
-
-
-def _safe(text):
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in str(text))
-
-
-def _load_cache(path, num_images):
-    if not os.path.isfile(path):
-        return None
-    try:
-        embeddings = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        warnings.warn(f"{path}: unreadable embedding cache ({error}); recomputing it")
-        return None
-    if embeddings.ndim != 2 or len(embeddings) != num_images or embeddings.dtype != np.float32:
-        warnings.warn(
-            f"{path}: embedding cache holds {embeddings.dtype} {embeddings.shape}, expected float32 "
-            f"({num_images}, D); recomputing it"
-        )
-        return None
-    return embeddings
-
-
-def _save_cache(path, embeddings):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    # Write then rename, so an interrupted run never leaves a half-written cache behind.
-    partial = f"{path}.partial-{os.getpid()}.npy"
-    np.save(partial, embeddings)
-    os.replace(partial, path)
