@@ -49,7 +49,7 @@ def plot_cmc(results, path, title="Face identification CMC"):
     axes.set_ylabel("Identification rate (%)")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower right")
+    axes.legend(loc="best")
     return save_png(figure, path)
 
 
