@@ -127,6 +127,8 @@ def test_evaluate_set_matches_numpy_and_ranks_worst_pairs(face_set):
         for a, b in zip(paths_a, paths_b)
     ])
     np.testing.assert_allclose(evaluation.scores, expected, atol=1e-5)
+    with pytest.raises(ValueError, match=r"expected one embedding per image, \(\d+, D\), got shape \(3, 16\)"):
+        evaluation.set.pair_scores(evaluation.embeddings[:3])
     reference = evaluate_scores(expected, issame, np.repeat(np.arange(10), 2))
     assert evaluation.result.accuracy == pytest.approx(reference.accuracy)
     assert evaluation.result.auc == pytest.approx(reference.auc)

@@ -1,5 +1,6 @@
 """`kerasface eval`: verification, TAR@FAR at scale, identification and video-set evaluation."""
 
+import argparse
 import json
 import os
 import pickle
@@ -101,7 +102,7 @@ def add_arguments(parser):
     )
     run_group.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     run_group.add_argument(
-        "--progress", action=argparse_bool(), default=None,
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
         help="show a progress bar while embedding (default: when stdout is a terminal)",
     )
     run_group.add_argument(
@@ -139,12 +140,6 @@ def add_peer_arguments(parser):
         "--input-size", type=integer_at_least(16), default=None,
         help="input side of the third-party model when its file leaves it free (default: 112)",
     )
-
-
-def argparse_bool():
-    import argparse
-
-    return argparse.BooleanOptionalAction
 
 
 def run(args):

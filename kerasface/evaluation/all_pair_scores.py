@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from kerasface.evaluation.normalized_embeddings import normalized_embeddings
+
 
 def all_pair_scores(embeddings, labels, chunk_size=1024):
     """Score every pair ``i < j`` of a labelled embedding set, block of rows by block of rows.
@@ -28,7 +30,7 @@ def all_pair_scores(embeddings, labels, chunk_size=1024):
     if int(chunk_size) != chunk_size or chunk_size < 1:
         raise ValueError(f"`chunk_size` must be an integer >= 1, got {chunk_size}")
     chunk_size = int(chunk_size)
-    embeddings = _normalized_rows(embeddings)
+    embeddings = normalized_embeddings(embeddings, dtype=np.float64, min_rows=2, rows="M")
     num = len(embeddings)
     labels = np.asarray(labels)
     if labels.shape != (num,):
@@ -89,24 +91,3 @@ def pair_from_index(index, num_embeddings):
     if scalar:
         return int(row), int(column)
     return row, column
-
-
-def _normalized_rows(embeddings):
-    embeddings = np.asarray(embeddings)
-    if embeddings.ndim != 2 or embeddings.dtype.kind not in "fiu":
-        raise ValueError(
-            f"`embeddings` must be a 2-D numeric (M, D) array, got {embeddings.dtype} "
-            f"{embeddings.shape}"
-        )
-    if len(embeddings) < 2:
-        raise ValueError(f"all-pairs scoring needs at least 2 embeddings, got {len(embeddings)}")
-    embeddings = embeddings.astype(np.float64)
-    norms = np.linalg.norm(embeddings, axis=1)
-    bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
-    if bad.size:
-        raise ValueError(
-            f"`embeddings` has {bad.size} rows that are zero or not finite (first: row "
-            f"{bad[0]}); they have no cosine score"
-        )
-    embeddings /= norms[:, None]
-    return embeddings

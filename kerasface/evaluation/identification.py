@@ -20,6 +20,8 @@ import os
 
 import numpy as np
 
+from kerasface.evaluation.normalized_embeddings import normalized_embeddings
+
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("megaface", "closed-set")
@@ -144,7 +146,7 @@ def true_match_ranks(probe_embeddings, true_scores, distractors, max_rank=10, ch
         int64 ``(S,)`` ranks in ``1 .. max_rank + 1``.
     """
     max_rank = _check_max_rank(max_rank)
-    probes = _normalized(probe_embeddings, "`probe_embeddings`")
+    probes = normalized_embeddings(probe_embeddings, "`probe_embeddings`")
     true_scores = np.asarray(true_scores)
     if true_scores.ndim != 1 or true_scores.dtype.kind not in "fiu":
         raise ValueError(
@@ -203,7 +205,7 @@ def megaface_identification(probe_embeddings, probe_labels, distractors, max_ran
         an :class:`IdentificationResult` with protocol ``"megaface"``.
     """
     max_rank = _check_max_rank(max_rank)
-    probes = _normalized(probe_embeddings, "`probe_embeddings`")
+    probes = normalized_embeddings(probe_embeddings, "`probe_embeddings`")
     codes = _label_codes(probe_labels, len(probes), "`probe_labels`")
     distractors = _check_distractors(distractors, probes.shape[1])
     order = np.argsort(codes, kind="stable")
@@ -268,8 +270,8 @@ def closed_set_identification(gallery_embeddings, gallery_labels, probe_embeddin
         an :class:`IdentificationResult` with protocol ``"closed-set"``.
     """
     max_rank = _check_max_rank(max_rank)
-    gallery = _normalized(gallery_embeddings, "`gallery_embeddings`")
-    probes = _normalized(probe_embeddings, "`probe_embeddings`")
+    gallery = normalized_embeddings(gallery_embeddings, "`gallery_embeddings`")
+    probes = normalized_embeddings(probe_embeddings, "`probe_embeddings`")
     if gallery.shape[1] != probes.shape[1]:
         raise ValueError(
             f"`gallery_embeddings` are {gallery.shape[1]}-d but `probe_embeddings` are "
@@ -577,23 +579,6 @@ def _check_max_rank(max_rank):
     if int(max_rank) != max_rank or max_rank < 1:
         raise ValueError(f"`max_rank` must be an integer >= 1, got {max_rank}")
     return int(max_rank)
-
-
-def _normalized(embeddings, what):
-    embeddings = np.asarray(embeddings)
-    if embeddings.ndim != 2 or embeddings.dtype.kind not in "fiu" or len(embeddings) == 0:
-        raise ValueError(
-            f"{what} must be a non-empty 2-D numeric (N, D) array, got {embeddings.dtype} "
-            f"{embeddings.shape}"
-        )
-    embeddings = embeddings.astype(np.float32)
-    norms = np.linalg.norm(embeddings, axis=1)
-    bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
-    if bad.size:
-        raise ValueError(
-            f"{what} has {bad.size} rows that are zero or not finite (first: row {bad[0]})"
-        )
-    return embeddings / norms[:, None]
 
 
 def _labels(labels, num, what):

@@ -77,9 +77,7 @@ def evaluate_set(embed_fn, vset, flip=False, batch_size=64, fars=DEFAULT_FARS, c
     else:
         embeddings = embed_images(embed_fn, vset.images, batch_size=batch_size, flip=flip,
                                   names=vset.image_names(), progress=progress)
-    scores = np.einsum(
-        "nd,nd->n", embeddings[vset.pairs[:, 0]].astype(np.float64), embeddings[vset.pairs[:, 1]]
-    )
+    scores = vset.pair_scores(embeddings)
     name = f"{vset.name} (flip)" if flip else vset.name
     result = evaluate_scores(scores, vset.issame, vset.folds, fars, name=name)
     return SetEvaluation(vset, embeddings, scores, result, cache_path, from_cache)

@@ -125,6 +125,17 @@ class VerificationSet:
             self._decoded = decode_images(self.images, names=self.image_names())
         return self._decoded
 
+    def pair_scores(self, embeddings):
+        """float64 ``(N,)`` cosine score of each pair from ``(M, D)`` L2-normalised embeddings."""
+        embeddings = np.asarray(embeddings)
+        if embeddings.ndim != 2 or len(embeddings) != len(self.images):
+            raise ValueError(
+                f"{self.source}: expected one embedding per image, ({len(self.images)}, D), got "
+                f"shape {embeddings.shape}"
+            )
+        return np.einsum("nd,nd->n", embeddings[self.pairs[:, 0]].astype(np.float64),
+                         embeddings[self.pairs[:, 1]])
+
     @property
     def fingerprint(self):
         """Hash of what the embeddings depend on: the set file, the root, the images' stats."""
@@ -136,9 +147,9 @@ class VerificationSet:
             digest.update(repr((self.root, len(self.images))).encode())
             if not self.from_bin:
                 # An image replaced under the same name must not be served from a stale cache.
-                for image in self.images:
-                    stat = os.stat(image)
-                    digest.update(f"{image}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+                from kerasface.evaluation.embedding_cache import images_key
+
+                digest.update(images_key(self.images).encode())
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
 

@@ -191,9 +191,7 @@ class VerificationCallback(keras.callbacks.Callback):
         results = {}
         for vset in self.sets:
             embeddings = embed_images(embed, vset.decoded(), batch_size=self.batch_size, flip=self.flip)
-            scores = np.einsum(
-                "nd,nd->n", embeddings[vset.pairs[:, 0]].astype(np.float64), embeddings[vset.pairs[:, 1]]
-            )
+            scores = vset.pair_scores(embeddings)
             result = evaluate_scores(scores, vset.issame, vset.folds, self.fars, name=vset.name)
             results[vset.name] = result
             for name, value in _result_values(result, self.fars).items():
