@@ -6,7 +6,7 @@ Usage:
 
 Needs numpy, pillow and ai-edge-litert only. The faces must be aligned 112x112 RGB crops;
 the pixel normalisation is read from the model's sidecar ``model.tflite.json`` written by
-``kerasface export``. Prints the cosine similarity of the two L2-normalised embeddings
+``kerasface export``, or from the copy embedded in the file when the sidecar is missing. Prints the cosine similarity of the two L2-normalised embeddings
 (higher: more likely the same person). Self-contained on purpose: copy it next to the model.
 """
 
@@ -20,12 +20,24 @@ from PIL import Image
 
 
 def load_metadata(model_path):
+    """The sidecar JSON, else the copy ``kerasface export`` embeds in the file ("kerasface" entry)."""
     sidecar = Path(f"{model_path}.json")
-    if not sidecar.is_file():
-        raise SystemExit(
-            f"error: {sidecar} not found; it holds the input normalisation (write it with `kerasface export`)"
-        )
-    return json.loads(sidecar.read_text())
+    if sidecar.is_file():
+        return json.loads(sidecar.read_text())
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = Path(model_path).read_bytes()
+    if not schema.Model.ModelBufferHasIdentifier(data, 0):
+        raise SystemExit(f"error: {model_path}: not a valid TFLite file")
+    root = schema.Model.GetRootAs(data, 0)
+    for i in range(root.MetadataLength()):
+        entry = root.Metadata(i)
+        if entry.Name() == b"kerasface":
+            return json.loads(bytes(root.Buffers(entry.Buffer()).DataAsNumpy()).decode("utf-8"))
+    raise SystemExit(
+        f"error: {model_path} carries no kerasface metadata and {sidecar} is missing; they hold the "
+        f"input normalisation (export the model with `kerasface export`)"
+    )
 
 
 def load_faces(paths, height, width):

@@ -73,7 +73,9 @@ def test_shared_checks_and_export_parity(name, tmp_path):
     assert set(results) == set(CHECK_NAMES) - set(skip)
     if name in NOT_DEPLOYED:
         return
-    results = check_export_parity(model, inputs)
+    # Tiny random backbones output values of 1e-6..3e-4: an absolute tolerance must scale with them.
+    scale = float(np.abs(np.asarray(model(inputs, training=False))).max())
+    results = check_export_parity(model, inputs, atol=1e-4 * scale, rtol=1e-3)
     assert set(results) == {"tflite", "onnx"}
 
 

@@ -239,6 +239,8 @@ def test_tflite_int8_is_integer_and_close(int8_path, tflite_path, model, faces, 
     names = [name for name, _ in ops]
     assert names[0] == "QUANTIZE" and names[-1] == "DEQUANTIZE"  # float32 I/O by default
     assert not [op for op in tflite_op_names(int8_path) if op.startswith("custom:")]
+    # PReLU in the abs form (default int8_prelu="abs"), which XNNPACK runs in int8.
+    assert "PRELU" not in tflite_op_names(int8_path) and "LEAKY_RELU" in tflite_op_names(int8_path)
     runner = TFLiteRunner(int8_path)
     assert runner.input_dtype == np.float32 and runner.output_dtype == np.float32
     # int8 is judged on the mean cosine (PARITY_STATISTICS): a few faces always lose more.
@@ -676,6 +678,7 @@ def test_mobilefacenet_embedding_model_exports_everywhere(out_dir, faces, face_s
     # 0.915 for a briefly trained MobileFaceNet-0.25 on celeba_dev), so int8 is only held
     # to "clearly working" and its report must say FAILED when below 0.99.
     from kerasface.backbones import MobileFaceNet
+    from kerasface.export import read_metadata
 
     keras.utils.set_random_seed(0)
     backbone = MobileFaceNet(embedding_size=64, width_multiplier=0.5)
@@ -702,5 +705,351 @@ def test_mobilefacenet_embedding_model_exports_everywhere(out_dir, faces, face_s
         if quantize == "int8":
             assert report.parity["mean_cosine"] >= 0.9, report.summary()
             assert report.passed is (report.parity["mean_cosine"] >= 0.99)
+            # PReLU in the form XNNPACK runs in int8: no PRELU op, one delegated partition
+            # for the network (the dynamic-batch reshape at the end is a second one).
+            ops = tflite_op_names(report.path)
+            assert "PRELU" not in ops and "LEAKY_RELU" in ops, ops
+            assert TFLiteRunner(report.path, num_threads=1).delegated_nodes <= 2
+            assert read_metadata(report.path)["int8_prelu"] == "abs"
         else:
             assert report.passed, report.summary()
+
+
+# --- flip-fusion signature --------------------------------------------------------------------
+
+
+def _l2(x):
+    x = np.asarray(x, np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_saved_model_flip_signature_fuses_face_and_mirror(saved_model_path, model, faces):
+    loaded = tf.saved_model.load(str(saved_model_path))
+    serving = loaded.signatures["serving_default"]
+    flip = loaded.signatures["embed_flip"]
+    for batch in (1, 5):
+        images = faces[:batch]
+        plain = serving(image=tf.constant(images))["embedding"].numpy()
+        mirrored = serving(image=tf.constant(images[:, :, ::-1, :].copy()))["embedding"].numpy()
+        fused = flip(image=tf.constant(images))["embedding"].numpy()
+        assert fused.dtype == np.float32 and fused.shape == (batch, EMBEDDING_SIZE)
+        np.testing.assert_allclose(fused, _l2(plain + mirrored), atol=2e-6)
+        assert cosines(fused, plain).max() < 0.9999  # the mirror really changes the embedding
+    # The same convention as kerasface.evaluation's flip test.
+    from kerasface.evaluation import embed_images
+
+    expected = embed_images(model, faces[:6], flip=True)
+    runner = SavedModelRunner(saved_model_path, flip=True)
+    assert cosines(runner.embed(faces[:6]), expected).min() >= 0.9999
+    assert cosines(runner((faces[:6].astype(np.float32) - 127.5) / 128), expected).min() >= 0.9999
+    assert cosines(SavedModelRunner(saved_model_path).embed(faces[:6]), expected).max() < 0.9999
+    metadata = json.loads(Path(f"{saved_model_path}.json").read_text())
+    assert "mirror" in metadata["signatures"]["embed_flip"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"embed_flip: .*got shape"):
+        flip(image=tf.constant(np.zeros((1, 96, 96, 3), np.uint8)))
+
+
+# --- metadata inside the TFLite file ----------------------------------------------------------
+
+
+def test_tflite_metadata_round_trip_without_sidecar(tflite_path, tmp_path, faces):
+    from kerasface.export import read_embedded_metadata, read_metadata, write_tflite_file
+
+    sidecar = json.loads(Path(f"{tflite_path}.json").read_text())
+    alone = tmp_path / "copied.tflite"
+    alone.write_bytes(tflite_path.read_bytes())  # the file travels without its sidecar
+    assert not Path(f"{alone}.json").exists()
+    embedded = read_metadata(alone)
+    assert embedded == sidecar and embedded["embedding_size"] == EMBEDDING_SIZE
+    assert embedded["input"]["normalization"] == {
+        "formula": "(pixel - mean) / scale",
+        "mean": 127.5,
+        "scale": 128.0,
+    }
+    # Rewriting the entry replaces it (no second one) and leaves the network untouched.
+    rewritten = write_tflite_file(tmp_path / "rewritten.tflite", alone.read_bytes(), {"note": "x"})
+    assert read_embedded_metadata(rewritten) == {"note": "x"}
+    assert json.loads(Path(f"{rewritten}.json").read_text()) == {"note": "x"}
+    np.testing.assert_array_equal(TFLiteRunner(rewritten).embed(faces[:4]), TFLiteRunner(alone).embed(faces[:4]))
+    from ai_edge_litert import schema_py_generated as schema
+
+    root = schema.Model.GetRootAs(rewritten.read_bytes(), 0)
+    names = [root.Metadata(i).Name().decode() for i in range(root.MetadataLength())]
+    assert names.count("kerasface") == 1
+    # The sidecar wins when both exist; no metadata anywhere is None.
+    Path(f"{alone}.json").write_text(json.dumps({"from": "sidecar"}))
+    assert read_metadata(alone) == {"from": "sidecar"}
+    onnx_alone = tmp_path / "bare.onnx"
+    onnx_alone.write_bytes(b"\x08\x07")
+    assert read_metadata(onnx_alone) is None
+    with pytest.raises(FileNotFoundError, match="nothing.tflite: no such exported model"):
+        read_metadata(tmp_path / "nothing.tflite")
+    corrupt = tmp_path / "corrupt.tflite"
+    corrupt.write_bytes(b"not a flatbuffer at all")
+    with pytest.raises(ValueError, match="corrupt.tflite: not a valid TFLite file"):
+        read_metadata(corrupt)
+
+
+def test_update_metadata_keeps_the_embedded_copy_in_step(tflite_path, tmp_path, faces):
+    # export_model stores parity (and the CLI verification) through update_metadata.
+    from kerasface.export import read_embedded_metadata, update_metadata
+
+    copy = tmp_path / "stepped.tflite"
+    copy.write_bytes(tflite_path.read_bytes())
+    Path(f"{copy}.json").write_text(Path(f"{tflite_path}.json").read_text())
+    update_metadata(copy, parity={"num_images": 4, "passed": True})
+    sidecar = json.loads(Path(f"{copy}.json").read_text())
+    assert sidecar["parity"] == {"num_images": 4, "passed": True}
+    assert read_embedded_metadata(copy) == sidecar and sidecar["embedding_size"] == EMBEDDING_SIZE
+    np.testing.assert_array_equal(TFLiteRunner(copy).embed(faces[:2]), TFLiteRunner(tflite_path).embed(faces[:2]))
+
+
+# --- XNNPACK ----------------------------------------------------------------------------------
+
+
+def test_xnnpack_and_builtin_kernels_agree(tflite_path, int8_path, faces):
+    normalized = (faces[:8].astype(np.float32) - 127.5) / 128
+    for path, tolerance in ((tflite_path, 1e-5), (int8_path, None)):
+        fast = TFLiteRunner(path, num_threads=1)
+        plain = TFLiteRunner(path, num_threads=1, xnnpack=False)
+        assert fast.xnnpack and not plain.xnnpack
+        assert fast.delegated_nodes >= 1 and plain.delegated_nodes == 0
+        a, b = fast(normalized), plain(normalized)
+        if tolerance is not None:
+            np.testing.assert_allclose(a, b, atol=tolerance)
+        else:
+            # XNNPACK's int8 kernels requantise with their own fixed-point scheme, so
+            # activations drift by a few int8 steps through the layers (measured: elements of
+            # the 1/128-step output up to 6 steps apart, cosine 0.996-0.999 per face): the
+            # two paths agree as closely as int8 agrees with float, not bit for bit.
+            assert cosines(a, b).mean() >= 0.99 and cosines(a, b).min() >= 0.98
+        assert a.shape == (8, EMBEDDING_SIZE)
+
+
+# --- ONNX devices -----------------------------------------------------------------------------
+
+
+def test_onnx_runner_devices(onnx_path, faces):
+    import onnxruntime
+
+    runner = OnnxRunner(onnx_path)
+    assert runner.device == "cpu" and runner.providers == ["CPUExecutionProvider"]
+    auto = OnnxRunner(onnx_path, device="auto")
+    has_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    assert ("CUDAExecutionProvider" in auto.providers) == has_cuda
+    assert cosines(auto.embed(faces[:4]), runner.embed(faces[:4])).min() >= 0.9999
+    if not has_cuda:
+        with pytest.raises(RuntimeError, match=r"device='gpu' needs ONNX Runtime's CUDAExecutionProvider"):
+            OnnxRunner(onnx_path, device="gpu")
+    with pytest.raises(ValueError, match=r"`device` must be one of \('cpu', 'gpu', 'auto'\), got 'tpu'"):
+        OnnxRunner(onnx_path, device="tpu")
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+def test_runners_name_channels_and_dtypes(tflite_path, int8_path, onnx_path, saved_model_path):
+    int8_io_runner = TFLiteRunner(int8_path)
+    for runner in (TFLiteRunner(tflite_path), int8_io_runner, OnnxRunner(onnx_path), SavedModelRunner(saved_model_path)):
+        for channels, hint in ((1, "grayscale"), (4, "RGBA")):
+            with pytest.raises(
+                ValueError,
+                match=rf"expected images of shape \(batch, 112, 112, 3\), got \(2, 112, 112, {channels}\): "
+                rf"{channels} channels? instead of 3 RGB \({hint}",
+            ):
+                runner.embed(np.zeros((2, 112, 112, channels), np.uint8))
+        with pytest.raises(ValueError, match=r"got \(112, 112, 3\): a single image needs a batch axis"):
+            runner(np.zeros((112, 112, 3), np.float32))
+        with pytest.raises(TypeError, match="embed\\(\\) takes uint8 RGB pixels, got dtype int8"):
+            runner.embed(np.zeros((1, 112, 112, 3), np.int8))
+    # An int8 file is still fed normalised floats (the runner quantises them), never raw uint8.
+    with pytest.raises(TypeError, match="takes normalised float32 images, got dtype uint8"):
+        int8_io_runner(np.zeros((1, 112, 112, 3), np.uint8))
+
+
+@pytest.mark.parametrize(
+    "runner_class, name, kind",
+    [(TFLiteRunner, "m.tflite", "TFLite"), (OnnxRunner, "m.onnx", "ONNX")],
+)
+def test_runners_reject_missing_empty_and_corrupt_files(runner_class, name, kind, tmp_path):
+    with pytest.raises(FileNotFoundError, match=rf"missing_{re.escape(name)}: no such {kind} file"):
+        runner_class(tmp_path / f"missing_{name}")
+    empty = tmp_path / f"empty_{name}"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"empty_{re.escape(name)}: not a valid {kind} file \(it is empty\)"):
+        runner_class(empty)
+    corrupt = tmp_path / f"corrupt_{name}"
+    corrupt.write_bytes(b"\x00\x01garbage, not a model" * 8)
+    with pytest.raises(ValueError, match=rf"corrupt_{re.escape(name)}: not a valid {kind} file: ."):
+        runner_class(corrupt)
+
+
+def test_saved_model_runner_rejects_missing_and_corrupt(tmp_path, saved_model_path):
+    with pytest.raises(FileNotFoundError, match="gone: no such SavedModel directory"):
+        SavedModelRunner(tmp_path / "gone")
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(ValueError, match=r"empty_dir: not a valid SavedModel directory \(no saved_model.pb"):
+        SavedModelRunner(tmp_path / "empty_dir")
+    (tmp_path / "a_file").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"a_file: not a valid SavedModel \(a file"):
+        SavedModelRunner(tmp_path / "a_file")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"\x00garbage protobuf\xff" * 4)
+    with pytest.raises(ValueError, match="broken: not a valid SavedModel: ."):
+        SavedModelRunner(broken)
+
+
+# --- accuracy after export --------------------------------------------------------------------
+
+
+def _write_pairs_set(tmp_path, faces, num_folds=10, per_fold=4):
+    """A tiny verification set: genuine pairs are a face and a noisy copy, impostors two faces."""
+    rng = np.random.default_rng(3)
+    root = tmp_path / "pairs_root"
+    root.mkdir()
+    lines = []
+    count = num_folds * per_fold
+    for index in range(count):
+        a = faces[index % len(faces)]
+        Image.fromarray(a).save(root / f"a{index}.png")
+        if index % 2 == 0:
+            noisy = np.clip(a.astype(np.int16) + rng.integers(-12, 13, a.shape), 0, 255)
+            b = noisy.astype(np.uint8)
+        else:
+            b = faces[(index + 7) % len(faces)]
+        Image.fromarray(b).save(root / f"b{index}.png")
+        lines.append(f"a{index}.png b{index}.png {int(index % 2 == 0)}")
+    pairs = tmp_path / "tiny_pairs.txt"
+    pairs.write_text("\n".join(lines) + "\n")
+    return pairs, root
+
+
+def test_verify_export_matches_evaluate_set_and_flags_drops(model, tflite_path, faces, tmp_path):
+    from kerasface.evaluation import VerificationSet, evaluate_set
+    from kerasface.export import format_verification_table, verify_export
+    from kerasface.export.runtimes import EmbeddingRunner
+
+    pairs, root = _write_pairs_set(tmp_path, faces)
+    vset = VerificationSet.load(f"{pairs}:{root}")
+    result = verify_export(model, tflite_path, vset, max_accuracy_drop=1.0)
+    keras_eval = evaluate_set(model, vset)
+    exported_eval = evaluate_set(TFLiteRunner(tflite_path), vset)
+    assert result["keras"]["accuracy"] == pytest.approx(keras_eval.result.accuracy)
+    assert result["exported_metrics"]["accuracy"] == pytest.approx(exported_eval.result.accuracy)
+    assert result["keras"]["accuracy"] >= 0.9  # the set is easy for the test model
+    assert result["accuracy_drop_points"] == pytest.approx(
+        100 * (keras_eval.result.accuracy - exported_eval.result.accuracy)
+    )
+    per_image = cosines(keras_eval.embeddings, exported_eval.embeddings)
+    assert result["cosine"]["mean"] == pytest.approx(per_image.mean(), abs=1e-6)
+    assert result["cosine"]["min"] >= 0.9999 and result["passed"] is True
+    assert result["num_pairs"] == 40 and result["set"] == "tiny_pairs"
+    assert set(result["keras"]["tar_at_far"]) == {"0.01", "0.001"}
+    table = format_verification_table(result)
+    assert re.search(r"accuracy\s+\d+\.\d\d% \+- \d+\.\d\d\s+\d+\.\d\d% \+- \d+\.\d\d", table)
+    assert "TAR@FAR=1e-02" in table and "best threshold" in table and "PASSED" in table
+
+    class RandomRunner(EmbeddingRunner):
+        path, input_shape, embedding_size = "random.tflite", (112, 112, 3), EMBEDDING_SIZE
+
+        def _run(self, batch):
+            return np.random.default_rng(len(batch)).normal(size=(len(batch), EMBEDDING_SIZE))
+
+    broken = verify_export(model, RandomRunner(), vset, max_accuracy_drop=1.0)
+    assert broken["passed"] is False and broken["accuracy_drop_points"] > 1.0
+    assert broken["cosine"]["mean"] < 0.5
+    assert "FAILED" in format_verification_table(broken)
+
+
+def test_cli_verifies_the_exported_file_on_pairs(model, out_dir, faces, tmp_path, capsys, monkeypatch):
+    pairs, root = _write_pairs_set(tmp_path, faces)
+    out = out_dir / "verified.onnx"
+    argv = ["--model", "unused.keras", "--format", "onnx", "--out", str(out), "--num-parity", "4"]
+    command, args = _cli_args([*argv, "--verify-pairs", str(pairs), "--root", str(root)])
+    assert command.run_with_model(model, args) == 0
+    printed = capsys.readouterr().out
+    assert "verification on tiny_pairs (40 pairs, 80 images)" in printed
+    assert re.search(r"keras\s+exported", printed) and "cosine exported vs keras" in printed
+    stored = json.loads(Path(f"{out}.json").read_text())["verification"]["tiny_pairs"]
+    assert stored["cosine"]["min"] >= 0.9999 and stored["passed"] is None
+    # Several named sets, and a limit the (monkeypatched) result exceeds -> exit 1.
+    from kerasface.export import export_verification
+
+    real = export_verification.verify_export
+
+    def worse(*a, **k):
+        result = real(*a, **k)
+        result.update(accuracy_drop_points=3.0, passed=False)
+        return result
+
+    monkeypatch.setattr(export_verification, "verify_export", worse)
+    command, args = _cli_args(
+        [*argv, "--verify-set", f"one={pairs}:{root}", "--verify-set", f"two={pairs}:{root}",
+         "--max-accuracy-drop", "0.5"]
+    )
+    # The export itself was checked above: verify the same file without converting again.
+    assert command.verify_sets(model, out, command.verification_sets(args), args) == 1
+    captured = capsys.readouterr()
+    assert "loses 3.00 accuracy points on one, more than --max-accuracy-drop 0.5" in captured.err
+    assert set(json.loads(Path(f"{out}.json").read_text())["verification"]) == {"one", "two"}
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--root", "."], "--root needs --verify-pairs"),
+        (["--max-accuracy-drop", "1"], "--max-accuracy-drop needs --verify-pairs or --verify-set"),
+        (["--verify-pairs", "no_such_pairs.txt"], "--verify-pairs no_such_pairs.txt: no such file"),
+        (["--verify-set", "no_such_pairs.txt"], "pairs file no_such_pairs.txt does not exist"),
+    ],
+)
+def test_cli_rejects_bad_verification_arguments(model, extra, message, capsys):
+    command, args = _cli_args(["--model", "m.keras", "--format", "onnx", *extra])
+    assert command.run_with_model(model, args) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_verify_export_on_real_val_pairs(model, out_dir, face_source):
+    from kerasface.export import format_verification_table, verify_export
+    from kerasface.testing.shared_data import require_shared
+
+    val = require_shared("data/celeba_dev/val")
+    pairs = Path(val).parent / "val_pairs.txt"
+    path = export_tflite(
+        model, out_dir / "real_int8.tflite", quantize="int8", calibration=Path(val).parent / "train"
+    )
+    result = verify_export(model, path, f"{pairs}:{val}", max_accuracy_drop=2.0)
+    print("\n" + format_verification_table(result))
+    assert result["num_pairs"] == 3000 and result["num_images"] > 1000  # 1030 distinct faces
+    assert result["keras"]["accuracy"] > 0.5  # BN-fitted random model: a bit above chance
+    assert result["cosine"]["mean"] >= 0.95
+    assert abs(result["accuracy_drop_points"]) <= 2.0 and result["passed"] is True
+
+
+def test_deployment_script_reads_metadata_embedded_in_the_tflite_file(tflite_path, faces, model, tmp_path):
+    alone = tmp_path / "no_sidecar.tflite"
+    alone.write_bytes(tflite_path.read_bytes())
+    Image.fromarray(faces[0]).save(tmp_path / "a.png")
+    Image.fromarray(faces[3]).save(tmp_path / "b.png")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "export" / "run_tflite.py"), str(alone),
+         str(tmp_path / "a.png"), str(tmp_path / "b.png")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    reference = reference_embeddings(model, faces[[0, 3]])
+    printed = float(result.stdout.strip().splitlines()[-1].split(":")[-1])
+    assert printed == pytest.approx(float(reference[0] @ reference[1]), abs=1e-4)
+
+
+@pytest.mark.parametrize("exporter", [export_saved_model, export_tflite, export_onnx])
+def test_export_rejects_several_inputs_naming_the_count(exporter, tmp_path):
+    a, b = keras.Input((112, 112, 3), name="a"), keras.Input((112, 112, 3), name="b")
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Add()([a, b]))
+    two = keras.Model([a, b], pooled, name="two")
+    suffix = {export_saved_model: "", export_tflite: ".tflite", export_onnx: ".onnx"}[exporter]
+    with pytest.raises(ValueError, match=r"one image input; model 'two' has 2"):
+        exporter(two, tmp_path / f"two{suffix}")
+    assert list(tmp_path.iterdir()) == []

@@ -16,6 +16,7 @@ several ``output_0``, ``output_1``, ... in the order of ``model.outputs``.
 """
 
 import re
+import shutil
 from pathlib import Path
 
 import keras
@@ -23,7 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from kerasface.export.saved_model_export import float32_compute_model
-from kerasface.export.tflite_export import QUANTIZATIONS, _configure, convert_saved_model
+from kerasface.export.prelu_rewrite import with_abs_form_prelu
+from kerasface.export.tflite_export import QUANTIZATIONS, _configure, check_int8_prelu, convert_saved_model
 
 DEFAULT_OPSET = 17
 SIGNATURE_KEY = "serving_default"
@@ -83,7 +85,29 @@ def inference_function(model):
     return infer
 
 
-def tflite_flatbuffer(model, quantize=None, representative_inputs=None, verbose=False):
+def write_saved_model(model, directory):
+    """Write ``model`` (its float32 copy) as a SavedModel with one ``serving_default`` signature.
+
+    The signature is what ``tflite_flatbuffer`` converts: pass the directory as its
+    ``saved_model`` to convert one SavedModel to several quantisations without re-tracing
+    the model each time, and load it with ``tf.saved_model.load`` to run it.
+
+    Returns:
+        ``Path`` of ``directory``.
+    """
+    check_single_input_model(model)
+    float32_model = float32_compute_model(model)
+    archive = keras.export.ExportArchive()
+    archive.track(float32_model)
+    archive.add_endpoint(
+        name=SIGNATURE_KEY, fn=inference_function(float32_model), input_signature=[input_spec(float32_model)]
+    )
+    archive.write_out(str(directory), verbose=False)
+    return Path(directory)
+
+
+def tflite_flatbuffer(model, quantize=None, representative_inputs=None, verbose=False, int8_io=False,
+                      saved_model=None, int8_prelu="abs"):
     """Convert a single-input Keras model to a TFLite flatbuffer with builtin ops only.
 
     A model built under mixed precision is converted through its float32 copy
@@ -99,6 +123,13 @@ def tflite_flatbuffer(model, quantize=None, representative_inputs=None, verbose=
             without batch) of typical inputs, fed one at a time to calibrate activation
             ranges. Already preprocessed (normalised faces for a backbone).
         verbose: let the converter print its log.
+        int8_io: "int8" only: int8 input and output tensors (``TFLiteModelRunner`` applies
+            their scale and zero point) instead of float32.
+        saved_model: a directory written by ``write_saved_model(model, ...)`` to convert
+            instead of writing a new one (the model is then only named in errors). Not
+            used for "int8" when ``int8_prelu="abs"`` rewrites a PReLU of the model.
+        int8_prelu: "int8" only: "abs" converts each PReLU in the form XNNPACK runs in int8
+            (see ``kerasface.export.tflite_export.export_tflite``), "native" keeps PRELU.
 
     Returns:
         ``bytes`` of the ``.tflite`` flatbuffer, with one ``serving_default`` signature.
@@ -116,23 +147,29 @@ def tflite_flatbuffer(model, quantize=None, representative_inputs=None, verbose=
         raise ValueError(
             f"`representative_inputs` is only used with quantize='int8', got quantize={quantize!r}"
         )
-    float32_model = float32_compute_model(model)
+    if int8_io and quantize != "int8":
+        raise ValueError(f"`int8_io=True` needs quantize='int8', got quantize={quantize!r}")
+    if saved_model is not None and not (Path(saved_model) / "saved_model.pb").is_file():
+        raise ValueError(f"`saved_model` {saved_model}: not a SavedModel directory (no saved_model.pb)")
+    check_int8_prelu(int8_prelu)
+    if quantize == "int8" and int8_prelu == "abs":
+        rewritten = with_abs_form_prelu(model)
+        if rewritten is not model:
+            model, saved_model = rewritten, None
 
-    def write_saved_model(directory):
-        archive = keras.export.ExportArchive()
-        archive.track(float32_model)
-        archive.add_endpoint(
-            name=SIGNATURE_KEY, fn=inference_function(float32_model), input_signature=[input_spec(float32_model)]
-        )
-        archive.write_out(directory, verbose=False)
+    def write(directory):
+        if saved_model is None:
+            write_saved_model(model, directory)
+        else:
+            shutil.copytree(saved_model, directory, dirs_exist_ok=True)
 
     def configure(converter):
         if quantize == "int8":
-            _configure_int8(converter, representative_inputs)
+            _configure_int8(converter, representative_inputs, int8_io)
         else:
             _configure(converter, quantize, None, False)
 
-    flatbuffer = convert_saved_model(model, write_saved_model, SIGNATURE_KEY, configure, verbose=verbose)
+    flatbuffer = convert_saved_model(model, write, SIGNATURE_KEY, configure, verbose=verbose)
     return bytes(flatbuffer)
 
 
@@ -155,7 +192,7 @@ def _check_representative_inputs(inputs, shape, model_name):
     return inputs.astype(np.float32)
 
 
-def _configure_int8(converter, representative_inputs):
+def _configure_int8(converter, representative_inputs, int8_io=False):
     # ``_configure`` feeds uint8 faces through the pixel normalisation; generic inputs are
     # already in the model's input space, so only the representative dataset differs.
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -166,6 +203,9 @@ def _configure_int8(converter, representative_inputs):
             yield [representative_inputs[i : i + 1]]
 
     converter.representative_dataset = representative_dataset
+    if int8_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
 
 
 def onnx_model_proto(model, opset=DEFAULT_OPSET, verbose=False):

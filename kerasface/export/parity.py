@@ -9,7 +9,8 @@ import numpy as np
 from kerasface.data.preprocessing import normalize_numpy
 from kerasface.export.onnx_export import export_onnx
 from kerasface.export.runtimes import open_runner
-from kerasface.export.saved_model_export import export_saved_model, read_sidecar, write_sidecar
+from kerasface.export.exported_metadata import update_metadata
+from kerasface.export.saved_model_export import export_saved_model
 from kerasface.export.tflite_export import export_tflite, load_face_images, synthetic_face_images
 
 FORMATS = ("savedmodel", "tflite", "onnx")
@@ -150,6 +151,7 @@ def export_model(
     num_calibration_images=200,
     raise_on_failure=True,
     verbose=True,
+    int8_prelu="abs",
 ):
     """Export ``model`` to ``format``, check parity against Keras, print and return the result.
 
@@ -170,6 +172,8 @@ def export_model(
         num_calibration_images: int8 only: calibration faces sampled deterministically.
         raise_on_failure: raise ``ParityError`` when parity fails (else return the report).
         verbose: print the one-line summary.
+        int8_prelu: int8 only: "abs" (PReLU in the form XNNPACK runs in int8) or "native"
+            (see ``export_tflite``).
 
     Returns:
         ``ExportReport``; its parity is also stored in the sidecar ``<out_path>.json``.
@@ -209,6 +213,7 @@ def export_model(
             calibration=calibration,
             int8_io=int8_io,
             num_calibration_images=num_calibration_images,
+            **({"int8_prelu": int8_prelu} if quantize == "int8" else {}),
         )
     else:
         path = export_onnx(model, out_path, opset=opset)
@@ -216,9 +221,7 @@ def export_model(
 
     parity = check_parity(model, path, faces, threshold, statistic=PARITY_STATISTICS[quantize])
     parity["images"] = source
-    metadata = read_sidecar(path) or {}
-    metadata["parity"] = parity
-    write_sidecar(path, metadata)
+    update_metadata(path, parity=parity)
     report = ExportReport(
         path=Path(path),
         format=format,

@@ -18,6 +18,8 @@ INPUT_SHAPE = (None, IMAGE_SIZE, IMAGE_SIZE, 3)
 # Second SavedModel signature: the embedding model itself on normalised floats, so a
 # SavedModel can be checked against the TFLite/ONNX files (which take normalised floats).
 NORMALIZED_SIGNATURE = "embed_normalized"
+# Third signature: flip test, uint8 in, the fused embedding of each face and its mirror.
+FLIP_SIGNATURE = "embed_flip"
 
 
 def check_embedding_model(model):
@@ -139,8 +141,11 @@ def export_saved_model(model, path, verbose=False):
 
     Signatures: ``serving_default`` takes ``image`` uint8 (B, 112, 112, 3) RGB, applies
     ``(x - 127.5) / 128`` inside the graph and returns ``{"embedding": float32 (B, D)}``;
-    ``embed_normalized`` takes already normalised float32 images. Any batch size is
-    served; other image sizes or channel counts fail with an assertion naming the shape.
+    ``embed_normalized`` takes already normalised float32 images; ``embed_flip`` takes
+    uint8 like ``serving_default`` and returns the flip-test embedding: the model's
+    embeddings of each face and of its horizontal mirror, summed and L2-normalised (the
+    ``flip=True`` convention of ``kerasface.evaluation``). Any batch size is served; other
+    image sizes or channel counts fail with an assertion naming the shape.
     A sidecar ``<path>.json`` records the input convention and embedding size.
 
     Args:
@@ -154,29 +159,45 @@ def export_saved_model(model, path, verbose=False):
     embedding_size = check_embedding_model(model)
     embed = embedding_function(model)
 
-    def serve(image):
+    def checked(image, signature):
         shape = tf.shape(image)
         tf.debugging.Assert(
             tf.reduce_all(tf.equal(shape[1:], [IMAGE_SIZE, IMAGE_SIZE, 3])),
             [
-                f"serving_default: `{INPUT_NAME}` must be uint8 RGB faces of shape (batch, {IMAGE_SIZE}, "
+                f"{signature}: `{INPUT_NAME}` must be uint8 RGB faces of shape (batch, {IMAGE_SIZE}, "
                 f"{IMAGE_SIZE}, 3); got shape",
                 shape,
             ],
         )
-        return embed(normalize_images(image))
+        return normalize_images(image)
+
+    def serve(image):
+        return embed(checked(image, "serving_default"))
+
+    def serve_flip(image):
+        normalized = checked(image, FLIP_SIGNATURE)
+        # One model call on faces and mirrors together; axis 2 is the width (NHWC).
+        both = embed(tf.concat([normalized, tf.reverse(normalized, axis=[2])], axis=0))[OUTPUT_NAME]
+        faces, mirrors = tf.split(both, 2, axis=0)
+        return {OUTPUT_NAME: tf.math.l2_normalize(faces + mirrors, axis=-1)}
 
     path = Path(path)
     with native_output_suppressed(not verbose):
         write_endpoints(
             model,
             path,
-            {"serving_default": (serve, tf.uint8), NORMALIZED_SIGNATURE: (embed, tf.float32)},
+            {
+                "serving_default": (serve, tf.uint8),
+                NORMALIZED_SIGNATURE: (embed, tf.float32),
+                FLIP_SIGNATURE: (serve_flip, tf.uint8),
+            },
         )
     metadata = export_metadata(model, "savedmodel", embedding_size, input_dtype="uint8")
     metadata["signatures"] = {
         "serving_default": "uint8 pixels in [0, 255]",
         NORMALIZED_SIGNATURE: "normalised float32",
+        FLIP_SIGNATURE: "uint8 pixels in [0, 255]; flip test: L2-normalised sum of the "
+        "embeddings of the face and its horizontal mirror",
     }
     write_sidecar(path, metadata)
     return path

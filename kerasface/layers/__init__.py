@@ -1,10 +1,11 @@
 """Building-block layers shared by the backbones (attention, pooling)."""
 
+from kerasface.layers.abs_form_prelu import AbsFormPReLU
 from kerasface.layers.attention_gate import GATES, attention_gate
 from kerasface.layers.convolutional_block_attention import ConvolutionalBlockAttention
 from kerasface.layers.global_norm_aware_pooling import GlobalNormAwarePooling
 from kerasface.layers.squeeze_excitation import SqueezeExcitation
 
 __all__ = [
-    "GATES", "ConvolutionalBlockAttention", "GlobalNormAwarePooling", "SqueezeExcitation", "attention_gate",
+    "GATES", "AbsFormPReLU", "ConvolutionalBlockAttention", "GlobalNormAwarePooling", "SqueezeExcitation", "attention_gate",
 ]
