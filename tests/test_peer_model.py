@@ -218,6 +218,7 @@ def test_open_embedder_and_fingerprint(probes, tmp_path):
     base = model_fingerprint(path)
     assert len(base) == 16 and int(base, 16) >= 0
     assert model_fingerprint(path, runtime="auto", layout="auto", num_threads=2) == base
+    assert model_fingerprint(path, device="auto") == base
     assert model_fingerprint(path, channel_order="bgr") != base
     assert model_fingerprint(path, pixel_range="symmetric") == model_fingerprint(path, pixel_range="-1-1")
     assert PeerModel(path, pixel_range="Symmetric").pixel_range == "-1-1"
@@ -250,6 +251,100 @@ def test_sface_through_opencv_matches_face_recognizer():
 
     np.testing.assert_allclose(embed_images(model, files, batch_size=4), expected, atol=1e-6)
 
-    for runtime in ("auto", "onnxruntime"):
-        with pytest.raises(RuntimeError, match=r"block-quantised .* runtime='opencv' \(--runtime opencv\)"):
-            PeerModel(sface, runtime=runtime)
+
+
+def test_sface_through_onnxruntime_matches_opencv():
+    pytest.importorskip("cv2")
+    sface = str(require_shared(SFACE))
+    val = require_shared("data/celeba_dev/val")
+    files = sorted(val.glob("*/*.jpg"))[::250][:4]
+    from PIL import Image
+
+    faces = normalize_numpy(np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files]))
+    reference = PeerModel(sface, runtime="opencv", channel_order="bgr")(faces)
+    # "auto" still picks onnxruntime for .onnx files, which now runs SFace.
+    model = PeerModel(sface, runtime="auto", channel_order="bgr")
+    assert model.runtime == "onnxruntime" and len(model.repaired_inputs) == 29
+    assert "graph repaired in memory (29 unfed weight inputs" in model.describe()
+    output = model(faces)
+    cosine = np.sum(output.astype(np.float64) * reference, axis=1)
+    assert output.shape == (4, 128) and cosine.min() > 0.999, cosine
+
+
+def _unfed_weight_onnx(path, with_dequantized_copy=True):
+    """NCHW image -> channel means (B, 3) @ w (3, 2), where graph input `w` is never fed.
+
+    As in OpenCV zoo's block-quantised files, `w` is only available as `w_reshaped` (of
+    `w_dequantized`, made by a DequantizeLinear node from int8 values); without those copies
+    the file cannot run.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    weights = np.array([[1, -2], [3, 4], [-5, 6]], np.int8)
+    nodes = [
+        helper.make_node("ReduceMean", ["data", "axes"], ["means"], keepdims=0),
+        helper.make_node("MatMul", ["means", "w"], ["embedding"]),
+    ]
+    initializers = [helper.make_tensor("axes", TensorProto.INT64, [2], [2, 3])]
+    if with_dequantized_copy:
+        # The quantised values are stored flat and reshaped, as in SFace: `w_reshaped` is the
+        # copy to read (the Reshape also keeps onnxruntime from fusing DequantizeLinear+MatMul
+        # into an integer MatMul that would quantise the activations too).
+        nodes[:0] = [
+            helper.make_node("DequantizeLinear", ["w_quantized", "w_scale"], ["w_dequantized"]),
+            helper.make_node("Reshape", ["w_dequantized", "w_shape"], ["w_reshaped"]),
+        ]
+        initializers += [
+            helper.make_tensor("w_quantized", TensorProto.INT8, [6], weights.ravel().tolist()),
+            helper.make_tensor("w_scale", TensorProto.FLOAT, [], [0.5]),
+            helper.make_tensor("w_shape", TensorProto.INT64, [2], [3, 2]),
+        ]
+    graph = helper.make_graph(
+        nodes, "unfed",
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, [None, 3, 112, 112]),
+         helper.make_tensor_value_info("w", TensorProto.FLOAT, [3, 2])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [None, 2])],
+        initializers,
+    )
+    # Opset 18: ReduceMean takes its axes as an input.
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return weights.astype(np.float64) * 0.5
+
+
+def test_unfed_weight_inputs_are_rewired_for_onnxruntime(tmp_path, faces):
+    pytest.importorskip("onnx")
+    weights = _unfed_weight_onnx(tmp_path / "unfed.onnx")
+    model = PeerModel(tmp_path / "unfed.onnx")
+    assert model.repaired_inputs == ("w",) and model.input_name == "data"
+    means = faces.astype(np.float64).mean(axis=(1, 2))
+    expected = means @ weights
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(model(normalize_numpy(faces)), expected, atol=1e-5)
+    # A graph input with no dequantised copy still cannot run: the existing clear error.
+    _unfed_weight_onnx(tmp_path / "hopeless.onnx", with_dequantized_copy=False)
+    with pytest.raises(RuntimeError, match=r"hopeless.onnx: onnxruntime needs values for 2 graph inputs \(data, w\)"):
+        PeerModel(tmp_path / "hopeless.onnx")
+
+
+def test_corrupt_onnx_is_named(tmp_path):
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(b"this is not a protobuf" * 10)
+    with pytest.raises(RuntimeError, match=r"broken.onnx: onnxruntime cannot load this file: .*not a readable ONNX model"):
+        PeerModel(path)
+
+
+def test_device_gpu_without_cuda_is_an_error(probes):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-gpu with CUDA is present")
+    with pytest.raises(RuntimeError, match=r"device='gpu' needs onnxruntime's CUDAExecutionProvider.*install onnxruntime-gpu"):
+        PeerModel(probes["nchw"], device="gpu")
+    assert PeerModel(probes["nchw"], device="auto").device == "cpu"
+    with pytest.raises(ValueError, match="device='gpu' needs runtime 'onnxruntime'; litert"):
+        PeerModel(probes["tflite"], device="gpu")
+    with pytest.raises(ValueError, match=r"`device` must be one of cpu, gpu, auto; got 'tpu'"):
+        PeerModel(probes["nchw"], device="tpu")

@@ -118,9 +118,9 @@ def add_peer_arguments(parser):
 
     parser.add_argument(
         "--runtime", choices=RUNTIMES, default=None,
-        help="how to run a third-party model: auto = onnxruntime for .onnx, LiteRT for .tflite; "
-             "opencv = OpenCV's DNN module, for files onnxruntime cannot run such as OpenCV's "
-             "block-quantised SFace (default: auto)",
+        help="how to run a third-party model: auto = onnxruntime for .onnx (OpenCV zoo's "
+             "block-quantised files such as SFace are repaired in memory), LiteRT for .tflite; "
+             "opencv = OpenCV's DNN module (default: auto)",
     )
     parser.add_argument(
         "--channel-order", choices=CHANNEL_ORDERS, default=None,

@@ -27,6 +27,8 @@ PIXEL_RANGES = ("0-255", "0-1", "-1-1", "kerasface")
 # argparse reads "--pixel-range -1-1" as a flag (only "--pixel-range=-1-1" works): an alias.
 _ALIASES = {"symmetric": "-1-1"}
 LAYOUTS = ("auto", "nchw", "nhwc")
+DEVICES = ("cpu", "gpu", "auto")
+_CUDA_PROVIDER = "CUDAExecutionProvider"
 PEER_SUFFIXES = (".onnx", ".tflite")
 # Runtimes able to read each suffix; the first is what "auto" picks.
 _SUFFIX_RUNTIMES = {".onnx": ("onnxruntime", "opencv"), ".tflite": ("litert",)}
@@ -37,6 +39,8 @@ _PEER_DEFAULTS = {
     "layout": "auto",
     "input_size": None,
 }
+# Options that change where and how fast a model runs, not its embeddings (cache keys skip them).
+_RUN_ONLY_OPTIONS = ("num_threads", "device")
 
 
 class PeerModel:
@@ -51,8 +55,10 @@ class PeerModel:
     Args:
         path: ``.onnx`` or ``.tflite`` file.
         runtime: "auto" (onnxruntime for ``.onnx``, litert for ``.tflite``), "onnxruntime",
-            "litert" (``ai_edge_litert``) or "opencv" (``cv2.dnn.readNet``, ``.onnx`` only; it
-            runs files onnxruntime refuses, such as OpenCV zoo's block-quantised SFace).
+            "litert" (``ai_edge_litert``) or "opencv" (``cv2.dnn.readNet``, ``.onnx`` only).
+            OpenCV zoo's block-quantised files (SFace ``int8bq``), which onnxruntime refuses
+            as shipped, are repaired in memory for onnxruntime (see
+            :func:`repair_unfed_weight_inputs`; ``repaired_inputs`` lists what was rewired).
         channel_order: "rgb" or "bgr", the channel order the model was trained on.
         pixel_range: what the model's input values are: "0-255" (raw pixels), "0-1"
             (``x / 255``), "-1-1" or its alias "symmetric" (``(x - 127.5) / 127.5``) or
@@ -63,6 +69,10 @@ class PeerModel:
             on 0-255 pixels) when it is not 112x112.
         num_threads: runtime threads (None: the runtime's default). For "opencv" this calls
             ``cv2.setNumThreads``, which is process-wide.
+        device: onnxruntime only: "cpu", "gpu" (``CUDAExecutionProvider`` from
+            onnxruntime-gpu; an error when it is missing) or "auto" (GPU when available).
+            The attribute holds the resolved "cpu" or "gpu"; LiteRT and OpenCV run on the CPU
+            and accept only "cpu" or "auto".
 
     Call arguments:
         images: float32 ``(B, H, W, 3)`` RGB normalised ``(x - 127.5) / 128``.
@@ -72,7 +82,7 @@ class PeerModel:
     """
 
     def __init__(self, path, runtime="auto", channel_order="rgb", pixel_range="0-255",
-                 layout="auto", input_size=None, num_threads=None):
+                 layout="auto", input_size=None, num_threads=None, device="cpu"):
         self.path = Path(path)
         self.channel_order = _choice("channel_order", channel_order, CHANNEL_ORDERS)
         self.pixel_range = _choice("pixel_range", pixel_range, PIXEL_RANGES)
@@ -97,10 +107,20 @@ class PeerModel:
                 f"{', '.join(_SUFFIX_RUNTIMES[suffix])} (or 'auto')"
             )
         self.runtime = runtime
-
-        opener = {"onnxruntime": _OnnxRuntimeBackend, "litert": _LiteRTBackend,
-                  "opencv": _OpenCVBackend}[runtime]
-        self._backend = opener(self.path, num_threads)
+        device = _choice("device", device, DEVICES)
+        if runtime == "onnxruntime":
+            self.device, providers = onnxruntime_providers(device, self.path)
+            self._backend = _OnnxRuntimeBackend(self.path, num_threads, providers)
+        else:
+            if device == "gpu":
+                raise ValueError(
+                    f"{self.path}: device='gpu' needs runtime 'onnxruntime'; {runtime} runs on "
+                    f"the CPU here (use device='cpu' or 'auto')"
+                )
+            self.device = "cpu"
+            opener = {"litert": _LiteRTBackend, "opencv": _OpenCVBackend}[runtime]
+            self._backend = opener(self.path, num_threads)
+        self.repaired_inputs = getattr(self._backend, "repaired_inputs", ())
         shape = self._backend.input_shape
         self.input_name = self._backend.input_name
         if layout == "auto":
@@ -181,9 +201,13 @@ class PeerModel:
                     else "fed image by image" if self.call_batch_size == 1
                     else f"fed {self.call_batch_size} at a time (last call padded)")
         output = f"{self.embedding_size}-d" if self.embedding_size else "?-d"
+        repair = ""
+        if self.repaired_inputs:
+            repair = (f", graph repaired in memory ({len(self.repaired_inputs)} unfed weight "
+                      f"inputs read from their dequantised copies)")
         return (f"{self.path.name} via {self.runtime}: input {self.input_name!r} {shape} "
                 f"(layout {self.layout_source}), {batching}, {self.channel_order.upper()}, "
-                f"pixels {self.pixel_range}, output {output}")
+                f"pixels {self.pixel_range}, output {output}{repair}")
 
     def get_config(self):
         """The resolved constructor arguments."""
@@ -195,6 +219,7 @@ class PeerModel:
             "layout": self.layout,
             "input_size": self.input_size,
             "num_threads": self.num_threads,
+            "device": self.device,
         }
 
     def __repr__(self):
@@ -278,12 +303,13 @@ def model_fingerprint(model_path, **options):
     if path.suffix.lower() in PEER_SUFFIXES:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such model file")
-        unknown = sorted(set(options) - set(_PEER_DEFAULTS) - {"num_threads"})
+        unknown = sorted(set(options) - set(_PEER_DEFAULTS) - set(_RUN_ONLY_OPTIONS))
         if unknown:
             raise TypeError(f"unknown peer model options {unknown}; allowed: "
-                            f"{sorted(_PEER_DEFAULTS) + ['num_threads']}")
+                            f"{sorted(_PEER_DEFAULTS) + list(_RUN_ONLY_OPTIONS)}")
         canonical = {**_PEER_DEFAULTS, **options}
-        canonical.pop("num_threads", None)
+        for key in _RUN_ONLY_OPTIONS:
+            canonical.pop(key, None)
         for key, allowed in (("runtime", RUNTIMES), ("channel_order", CHANNEL_ORDERS),
                              ("pixel_range", PIXEL_RANGES), ("layout", LAYOUTS)):
             canonical[key] = _choice(key, canonical[key], allowed)
@@ -306,22 +332,33 @@ def model_fingerprint(model_path, **options):
 class _OnnxRuntimeBackend:
     shape_origin = "onnxruntime input shape"
 
-    def __init__(self, path, num_threads):
+    def __init__(self, path, num_threads, providers=("CPUExecutionProvider",)):
         import onnxruntime
 
         self.path = path
+        # Graph inputs rewired by repair_unfed_weight_inputs (empty when the file ran as is).
+        self.repaired_inputs = ()
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # old-IR files warn once per initializer listed as input
         if num_threads is not None:
             options.intra_op_num_threads = num_threads
-        try:
-            self.session = onnxruntime.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as error:
+        session, error = _onnxruntime_session(onnxruntime, str(path), options, providers)
+        if error is not None or len(session.get_inputs()) != 1:
+            # OpenCV zoo's block-quantised files list their quantised weights as graph inputs
+            # that nothing feeds; the dequantised copies exist in the graph, so reading those
+            # instead gives the graph OpenCV runs.
+            repaired, rewired = _repaired_onnx_bytes(path)
+            if rewired:
+                repaired_session, repaired_error = _onnxruntime_session(
+                    onnxruntime, repaired, options, providers
+                )
+                if repaired_error is None:
+                    session, error, self.repaired_inputs = repaired_session, None, rewired
+        if error is not None:
             raise RuntimeError(
                 f"{path}: onnxruntime cannot load this file: {error}{_opencv_hint(path)}"
             ) from error
+        self.session = session
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             names = [item.name for item in inputs]
@@ -351,6 +388,96 @@ class _OnnxRuntimeBackend:
                 f"{self.path}: onnxruntime failed on a batch of shape {batch.shape}: "
                 f"{error}{_opencv_hint(self.path)}"
             ) from error
+
+
+def onnxruntime_providers(device, path=None):
+    """``(resolved device, onnxruntime providers)`` for ``device`` "cpu", "gpu" or "auto".
+
+    Raises:
+        RuntimeError: "gpu" without ``CUDAExecutionProvider`` (onnxruntime-gpu not installed,
+            or no CUDA device), naming the providers that are available.
+    """
+    import onnxruntime
+
+    device = _choice("device", device, DEVICES)
+    available = onnxruntime.get_available_providers()
+    cuda = _CUDA_PROVIDER in available
+    if device == "gpu" and not cuda:
+        where = f"{path}: " if path is not None else ""
+        raise RuntimeError(
+            f"{where}device='gpu' needs onnxruntime's {_CUDA_PROVIDER}, but onnxruntime "
+            f"{onnxruntime.__version__} offers only {', '.join(available)}: install "
+            f"onnxruntime-gpu (in place of onnxruntime) with a CUDA GPU, or use device='cpu' or 'auto'"
+        )
+    if device == "cpu" or not cuda:
+        return "cpu", ("CPUExecutionProvider",)
+    return "gpu", (_CUDA_PROVIDER, "CPUExecutionProvider")
+
+
+def _onnxruntime_session(onnxruntime, model, options, providers):
+    """``(session, None)`` for a file path or serialized model, or ``(None, error)``."""
+    try:
+        return onnxruntime.InferenceSession(model, options, providers=list(providers)), None
+    except Exception as error:  # onnxruntime raises its own exception types
+        return None, error
+
+
+def repair_unfed_weight_inputs(model):
+    """Rewire the graph inputs of an ONNX model that no caller can feed; in place.
+
+    OpenCV zoo's block-quantised files (e.g. SFace ``int8bq``) declare each quantised weight
+    ``X`` as a graph input that Conv/Gemm nodes read, while a ``DequantizeLinear`` node makes
+    ``X_dequantized`` (and often a ``Reshape`` makes ``X_reshaped``) from the int8 blocks.
+    OpenCV resolves this itself; onnxruntime asks the caller for ``X``. Each such input that
+    no initializer provides is replaced, in every node reading it, by ``X_reshaped`` (else
+    ``X_dequantized``) and dropped from the graph inputs. Initializers that old-IR files
+    also list as inputs are dropped from the inputs too, so onnxruntime folds them as
+    constants.
+
+    Args:
+        model: an ``onnx.ModelProto``.
+
+    Returns:
+        the names of the rewired inputs (empty when there was nothing to repair).
+    """
+    graph = model.graph
+    initializers = {tensor.name for tensor in graph.initializer}
+    produced = {name for node in graph.node for name in node.output}
+    replacements = {}
+    for value in graph.input:
+        if value.name in initializers:
+            continue
+        for suffix in ("_reshaped", "_dequantized"):
+            if value.name + suffix in produced:
+                replacements[value.name] = value.name + suffix
+                break
+    if not replacements:
+        return ()
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name in replacements:
+                node.input[index] = replacements[name]
+    kept = [value for value in graph.input
+            if value.name not in replacements and value.name not in initializers]
+    del graph.input[:]
+    graph.input.extend(kept)
+    return tuple(replacements)
+
+
+def _repaired_onnx_bytes(path):
+    """``(serialized repaired model, rewired input names)``; ``(None, ())`` when nothing to do."""
+    try:
+        import onnx
+    except ImportError:
+        return None, ()
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not a readable ONNX file: the caller's onnxruntime error stands
+        return None, ()
+    rewired = repair_unfed_weight_inputs(model)
+    if not rewired:
+        return None, ()
+    return model.SerializeToString(), rewired
 
 
 class _LiteRTBackend:
@@ -455,27 +582,39 @@ def _onnx_graph_input(path):
 
 
 def _opencv_hint(path):
-    """Advice for ONNX files onnxruntime rejects: which quirk, and runtime='opencv'."""
+    """Advice for ONNX files onnxruntime rejects: not ONNX at all, or which quirk and runtime='opencv'."""
     reasons = []
     try:
         import onnx
-
-        model = onnx.load(str(path), load_external_data=False)
-        blocked = [node for node in model.graph.node if node.op_type == "DequantizeLinear"
-                   and any(attr.name == "block_size" and attr.i > 0 for attr in node.attribute)]
-        if blocked:
-            reasons.append(f"{len(blocked)} block-quantised DequantizeLinear nodes")
-        initializers = {tensor.name for tensor in model.graph.initializer}
-        consumed = {name for node in model.graph.node for name in node.input}
-        dangling = [value.name for value in model.graph.input
-                    if value.name not in initializers and value.name not in consumed]
-        if dangling:
-            reasons.append(f"{len(dangling)} graph inputs that no node reads (e.g. {dangling[0]!r})")
-    except Exception:  # the hint is best effort; the caller's error stands on its own
-        pass
+    except ImportError:
+        onnx = None
+    if onnx is not None:
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as error:
+            return (f"; the file is not a readable ONNX model (expected an ONNX protobuf; "
+                    f"onnx.load: {type(error).__name__}: {_first_line(error)})")
+        try:
+            blocked = [node for node in model.graph.node if node.op_type == "DequantizeLinear"
+                       and any(attr.name == "block_size" and attr.i > 0 for attr in node.attribute)]
+            if blocked:
+                reasons.append(f"{len(blocked)} block-quantised DequantizeLinear nodes")
+            initializers = {tensor.name for tensor in model.graph.initializer}
+            consumed = {name for node in model.graph.node for name in node.input}
+            dangling = [value.name for value in model.graph.input
+                        if value.name not in initializers and value.name not in consumed]
+            if dangling:
+                reasons.append(f"{len(dangling)} graph inputs that no node reads (e.g. {dangling[0]!r})")
+        except Exception:  # the hint is best effort; the caller's error stands on its own
+            pass
     found = f"; the file has {' and '.join(reasons)}" if reasons else ""
-    return (f"{found}. Files written for OpenCV's DNN module (e.g. OpenCV zoo's block-quantised "
-            f"SFace) run with runtime='opencv' (--runtime opencv)")
+    return (f"{found}. Files written for OpenCV's DNN module that cannot be repaired in memory "
+            f"may still run with runtime='opencv' (--runtime opencv)")
+
+
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0][:300] if lines else ""
 
 
 def _detect_layout(shape, path, origin):
