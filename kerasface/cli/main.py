@@ -13,9 +13,12 @@ COMMANDS = {
     "align": ("align_command", "detect and align raw photos to 112x112 ArcFace crops (MTCNN, 5-point similarity)"),
     "eval": ("eval_command", "verification (10-fold accuracy, TAR@FAR to 1e-6, ROC) on several sets, identification with distractors (CMC), video sets; kerasface or third-party ONNX/TFLite models"),
     "report": ("report_command", "self-contained HTML report comparing models: ROC, TAR@FAR, score histograms, CMC, worst pairs"),
+    "embed": ("embed_command", "embed face images (aligned crops, or photos with --align) with any model file -> .npy + names"),
+    "compare": ("compare_command", "cosine similarity of two face images with any model file; same/different at --threshold"),
     "export": ("export_command", "export to SavedModel, TFLite (fp32/fp16/int8) or ONNX with a parity check"),
+    "quantize": ("quantize_command", "quantisation-aware fine-tuning (fake-quant, distillation from the float model) to a full-integer int8 TFLite file, compared with post-training int8"),
     "budget": ("budget_command", "parameters, MACs, FLOPs and size of backbones against a budget"),
-    "bench": ("bench_command", "long measurements; `bench zoo`: size, MACs and single-thread CPU latency of every backbone"),
+    "bench": ("bench_command", "per-face latency and throughput of one model file (`bench --model FILE --threads 1,2`); `bench zoo`: size, MACs and single-thread CPU latency of every backbone"),
     "plot": ("plot_command", "figures: target-logit curves of the margin heads (`plot heads`)"),
 }
 
