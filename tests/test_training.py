@@ -104,6 +104,9 @@ def test_train_writes_a_resumable_run(tiny_faces, tmp_path):
     assert again.initial_epoch == 2 and again.model.optimizer.iterations.numpy() == 12
 
 
+# Two training processes, 45-60 s on 2 cores: run with -m slow. The default suite checks resume
+# from the same backup in-process (test_train_writes_a_resumable_run).
+@pytest.mark.slow
 def test_resume_after_kill_mid_run(tiny_faces, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
