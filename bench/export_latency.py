@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from kerasface.benchmark.bench_worker import ENGINE_DESCRIPTIONS, BenchWorker, BenchWorkerError  # noqa: E402
+from kerasface.budget import file_size_bytes  # noqa: E402
 from kerasface.cli.argument_types import integer_at_least, positive_float  # noqa: E402
 
 SHARED = REPO.parent / "shared"
@@ -136,7 +137,7 @@ def export_missing(model_path, work_dir, calibration, parity_images, log=sys.std
         metadata = read_sidecar(path) or {}
         parity = metadata.get("parity") or {}
         info[label].update(
-            size_bytes=_size_bytes(path),
+            size_bytes=file_size_bytes(path),
             parity_mean_cosine=parity.get("mean_cosine"),
             parity_min_cosine=parity.get("min_cosine"),
             parity_images=parity.get("images"),
@@ -167,13 +168,6 @@ def xnnpack_partitions(path):
     counts = collections.Counter(op["op_name"] for op in interpreter._get_ops_details())
     partitions = counts.pop("DELEGATE", 0)
     return partitions, dict(sorted(counts.items()))
-
-
-def _size_bytes(path):
-    path = Path(path)
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return path.stat().st_size
 
 
 # ---------------------------------------------------------------- timing

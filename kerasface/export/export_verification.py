@@ -2,9 +2,7 @@
 
 import math
 
-import numpy as np
-
-from kerasface.export.runtimes import open_runner
+from kerasface.export.runtimes import open_runner, row_cosines
 
 # TAR@FAR operating points reported next to accuracy (verification sets of a few thousand
 # pairs cannot measure lower FARs).
@@ -50,10 +48,7 @@ def verify_export(model, exported, vset, flip=False, batch_size=64, fars=VERIFY_
         model, vset, flip=flip, batch_size=batch_size, fars=fars
     )
     candidate = evaluate_set(runner, vset, flip=flip, batch_size=batch_size, fars=fars)
-    cosine = np.sum(reference.embeddings * candidate.embeddings, axis=1) / np.maximum(
-        np.linalg.norm(reference.embeddings, axis=1) * np.linalg.norm(candidate.embeddings, axis=1),
-        1e-12,
-    )
+    cosine = row_cosines(reference.embeddings, candidate.embeddings)
     drop = 100.0 * (reference.result.accuracy - candidate.result.accuracy)
     return {
         "set": vset.name,

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasface.budget import file_size_bytes
 from kerasface.data.preprocessing import normalize_numpy
 from kerasface.export.onnx_export import export_onnx
-from kerasface.export.runtimes import open_runner
+from kerasface.export.runtimes import open_runner, row_cosines
 from kerasface.export.exported_metadata import update_metadata
 from kerasface.export.saved_model_export import export_saved_model
 from kerasface.export.tflite_export import export_tflite, load_face_images, synthetic_face_images
@@ -123,9 +124,7 @@ def check_parity(model, exported, images, min_cosine, statistic="min", batch_siz
         raise ValueError(
             f"{runner.path}: embeddings have shape {candidate.shape}, the Keras model gives {reference.shape}"
         )
-    cosine = np.sum(reference * candidate, axis=1) / np.maximum(
-        np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1), 1e-12
-    )
+    cosine = row_cosines(reference, candidate)
     return {
         "num_images": int(len(images)),
         "min_cosine": float(cosine.min()),
@@ -226,7 +225,7 @@ def export_model(
         path=Path(path),
         format=format,
         quantize=quantize,
-        size_bytes=_size_bytes(path),
+        size_bytes=file_size_bytes(path),
         parity=parity,
         export_seconds=seconds,
     )
@@ -235,10 +234,3 @@ def export_model(
     if not report.passed and raise_on_failure:
         raise ParityError(report)
     return report
-
-
-def _size_bytes(path):
-    path = Path(path)
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return path.stat().st_size

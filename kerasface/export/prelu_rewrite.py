@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from kerasface.export.saved_model_export import all_layers
 from kerasface.layers.abs_form_prelu import AbsFormPReLU
 
 # The folded form divides by 1 + a; below this slope the division would amplify rounding.
@@ -23,7 +24,7 @@ def with_abs_form_prelu(model):
     Returns:
         ``keras.Model``.
     """
-    if not any(isinstance(layer, keras.layers.PReLU) for layer in _all_layers(model)):
+    if not any(isinstance(layer, keras.layers.PReLU) for layer in all_layers(model)):
         return model
 
     def clone(layer):
@@ -41,9 +42,3 @@ def with_abs_form_prelu(model):
         return replacement
 
     return keras.models.clone_model(model, clone_function=clone, recursive=True)
-
-
-def _all_layers(layer):
-    for child in getattr(layer, "layers", []):
-        yield child
-        yield from _all_layers(child)

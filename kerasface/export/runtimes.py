@@ -342,3 +342,12 @@ def check_model_file(path, kind):
         raise ValueError(f"{path}: not a valid {kind} file (a directory)")
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: not a valid {kind} file (it is empty)")
+
+
+def row_cosines(reference, candidate):
+    """float64 (N,) cosine between each row of two (N, D) embedding arrays (zero rows give 0)."""
+    reference = np.asarray(reference, np.float64)
+    candidate = np.asarray(candidate, np.float64)
+    return np.sum(reference * candidate, axis=1) / np.maximum(
+        np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1), 1e-12
+    )

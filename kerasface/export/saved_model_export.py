@@ -69,7 +69,7 @@ def float32_compute_model(model):
     float32 already, so rebuilding the same architecture under the float32 policy and copying
     the weights gives the float32 model the deployment formats promise.
     """
-    if all(layer.compute_dtype == "float32" for layer in _all_layers(model)):
+    if all(layer.compute_dtype == "float32" for layer in all_layers(model)):
         return model
     config = _with_float32_dtypes(keras.saving.serialize_keras_object(model))
     previous = keras.config.dtype_policy()
@@ -88,10 +88,11 @@ def float32_compute_model(model):
     return copy
 
 
-def _all_layers(layer):
+def all_layers(layer):
+    """Every layer inside ``layer``, nested models' layers included, depth first."""
     for child in getattr(layer, "layers", []):
         yield child
-        yield from _all_layers(child)
+        yield from all_layers(child)
 
 
 def _with_float32_dtypes(config):

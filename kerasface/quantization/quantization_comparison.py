@@ -6,13 +6,12 @@ from pathlib import Path
 import numpy as np
 
 from kerasface.data.preprocessing import normalize_numpy
+from kerasface.export.runtimes import row_cosines
 
 
 def embedding_agreement(reference, embeddings):
     """``{"mean": , "min": }`` cosine between rows of two (N, D) embedding arrays (re-normalised)."""
-    reference = reference / np.linalg.norm(reference, axis=1, keepdims=True)
-    embeddings = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    cosine = np.sum(reference * embeddings, axis=1)
+    cosine = row_cosines(reference, embeddings)
     return {"mean": float(cosine.mean()), "min": float(cosine.min()), "faces": int(len(cosine))}
 
 
