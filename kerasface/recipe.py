@@ -14,12 +14,16 @@ class DataConfig:
 
     ``root`` is a folder with one sub-folder per identity, a TFRecord directory from
     ``kerasface data convert`` or an insightface RecordIO (``train.rec``); None means the
-    embedded synthetic identities (generated once into ``synthetic_dir``). ``augmentation``
+    embedded synthetic identities (generated once into ``synthetic_dir``). A tuple of roots
+    trains on several datasets at once, each keeping its own label range (see
+    :class:`DAILConfig`); ``dataset_weights`` then sets how often each is drawn (None: in
+    proportion to its size); ``synthetic_datasets=2`` splits the synthetic identities into
+    two such datasets that share a third of their identities. ``augmentation``
     is a ``FaceAugmentation.from_string`` spec (``augment=False`` turns it off); ``sampler``
     is ``"shuffle"`` or ``"pk:PxK"``.
     """
 
-    root: Optional[str] = None
+    root: Optional[str] = dataclasses.field(default=None, metadata={"many": True})
     batch_size: int = 128
     augment: bool = True
     augmentation: str = "flip=0.5"
@@ -27,6 +31,23 @@ class DataConfig:
     synthetic_identities: int = 200
     synthetic_images_per_identity: int = 24
     synthetic_dir: str = "~/.cache/kerasface/synthetic"
+    synthetic_datasets: int = 1
+    dataset_weights: Optional[tuple] = None
+
+    def __post_init__(self):
+        if isinstance(self.root, list):
+            object.__setattr__(self, "root", tuple(self.root))
+        if isinstance(self.root, tuple) and len(self.root) == 1:
+            object.__setattr__(self, "root", self.root[0])
+        if isinstance(self.dataset_weights, list):
+            object.__setattr__(self, "dataset_weights", tuple(self.dataset_weights))
+
+    @property
+    def roots(self):
+        """The dataset roots as a tuple: ``()`` for the synthetic faces, else one per dataset."""
+        if self.root is None:
+            return ()
+        return self.root if isinstance(self.root, tuple) else (self.root,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,12 +92,17 @@ class OptimizerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
+    """The training loop. ``init_from`` starts the backbone from a trained model (a ``.keras``
+    file or run directory with the same backbone), as DAIL fine-tunes a pre-trained ArcFace
+    model; ignored when a run resumes from its own backup."""
+
     epochs: int = 20
     steps_per_epoch: Optional[int] = None
     seed: int = 0
     precision: str = "float32"
     strategy: str = "auto"
     jit_compile: bool = False
+    init_from: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +132,44 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DAILConfig:
+    """What happens when ``data.root`` names several datasets (DAIL, Wang et al., ICPR 2020).
+
+    ``dataset_aware`` wraps the head in :class:`kerasface.heads.DatasetAwareHead` (eq. 3-4)
+    with Crossing Dropout ``crossing_dropout_p`` (paper: 1e-4); False is the naive
+    combination (one softmax over every dataset's classes). ``dataset_classifier`` adds
+    DAIL's G_d, an MLP with ``classifier_units`` hidden units on the embedding, trained on
+    the dataset index with weight ``dataset_loss_weight``. ``gradient_reversal`` is the
+    stage-2 lambda (paper: 0.1): from optimizer step ``switch_step`` (None: the first step
+    after ``switch_fraction`` of the run; paper: 80k of 240k) the dataset loss is reversed
+    into the embedding, before it G_d trains on a stop-gradient view (eq. 9-10).
+    ``ramp="ganin"`` raises lambda smoothly after the switch instead of in one step.
+    With ``gradient_reversal=0`` the dataset classifier is only a probe of how much dataset
+    information the embedding holds. Ignored for a single dataset.
+    """
+
+    dataset_aware: bool = True
+    crossing_dropout_p: float = 0.0
+    dataset_classifier: bool = True
+    classifier_units: tuple = (256,)
+    dataset_loss_weight: float = 1.0
+    gradient_reversal: float = 0.0
+    switch_step: Optional[int] = None
+    switch_fraction: float = 1.0 / 3.0
+    ramp: str = "step"
+
+    def __post_init__(self):
+        if isinstance(self.classifier_units, list):
+            object.__setattr__(self, "classifier_units", tuple(self.classifier_units))
+
+    def resolved_switch_step(self, total_steps):
+        """The first stage-2 step of a run of ``total_steps`` optimizer steps."""
+        if self.switch_step is not None:
+            return int(self.switch_step)
+        return int(round(self.switch_fraction * total_steps))
+
+
+@dataclasses.dataclass(frozen=True)
 class Recipe:
     """A complete training configuration: data, model, head, optimizer, training loop, evaluation."""
 
@@ -116,6 +180,7 @@ class Recipe:
     optimizer: OptimizerConfig = OptimizerConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    dail: DAILConfig = DAILConfig()
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -128,6 +193,14 @@ def load_recipe(path_or_name=None):
     """The ``RECIPE`` object of a recipe file (``recipes/arcface.py``), or the default."""
     if path_or_name is None:
         return Recipe()
+    module = _load_module(path_or_name)
+    recipe = getattr(module, "RECIPE", None)
+    if not isinstance(recipe, Recipe):
+        raise ValueError(f"{module.__file__}: must define RECIPE = kerasface.recipe.Recipe(...), got {type(recipe).__name__}")
+    return recipe
+
+
+def _load_module(path_or_name):
     path = Path(path_or_name)
     if not path.is_file():
         candidate = Path(__file__).resolve().parents[1] / "recipes" / f"{path_or_name}.py"
@@ -137,10 +210,30 @@ def load_recipe(path_or_name=None):
     spec = importlib.util.spec_from_file_location(f"kerasface_recipe_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    recipe = getattr(module, "RECIPE", None)
-    if not isinstance(recipe, Recipe):
-        raise ValueError(f"{path}: must define RECIPE = kerasface.recipe.Recipe(...), got {type(recipe).__name__}")
-    return recipe
+    return module
+
+
+# What ``--smoke`` changes in every recipe: a couple of short epochs on small batches and
+# few synthetic faces; a recipe file adds its own in ``SMOKE = [...]``.
+SMOKE_OVERRIDES = (
+    "train.epochs=2",
+    "train.steps_per_epoch=3",
+    "data.batch_size=16",
+    "data.synthetic_identities=12",
+    "data.synthetic_images_per_identity=6",
+    "eval.sets=()",
+)
+
+
+def smoke_overrides(path_or_name=None):
+    """``SMOKE_OVERRIDES`` followed by the recipe file's own ``SMOKE`` list, if it has one."""
+    if path_or_name is None:
+        return list(SMOKE_OVERRIDES)
+    module = _load_module(path_or_name)
+    own = getattr(module, "SMOKE", ())
+    if isinstance(own, str) or not all(isinstance(item, str) for item in own):
+        raise ValueError(f"{path_or_name}: SMOKE must be a list of 'section.field=value' strings, got {own!r}")
+    return [*SMOKE_OVERRIDES, *own]
 
 
 def apply_overrides(recipe, overrides):
@@ -164,6 +257,8 @@ def _replace_path(obj, keys, value, override):
         value = _replace_path(current, keys[1:], value, override)
     elif dataclasses.is_dataclass(current):
         raise ValueError(f"{override!r}: {keys[0]!r} is a section; set one of its fields")
+    elif _takes_many(obj, keys[0]) and isinstance(value, (list, tuple)):
+        value = tuple(value)
     elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     elif isinstance(current, tuple) and isinstance(value, list):
@@ -176,6 +271,10 @@ def _replace_path(obj, keys, value, override):
     ):
         raise ValueError(f"{override!r}: expected {type(current).__name__}, got {type(value).__name__} {value!r}")
     return dataclasses.replace(obj, **{keys[0]: value})
+
+
+def _takes_many(obj, name):
+    return any(field.name == name and field.metadata.get("many") for field in dataclasses.fields(obj))
 
 
 def _parse_value(raw):

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from kerasface.recipe import apply_overrides, load_recipe
+from kerasface.recipe import apply_overrides, load_recipe, smoke_overrides
 
 
 def add_arguments(parser):
@@ -11,8 +11,13 @@ def add_arguments(parser):
         nargs="?",
         help="recipe file (e.g. recipes/arcface.py) or name of one in recipes/; default: the ArcFace recipe",
     )
-    parser.add_argument("--data", help="folder of aligned 112x112 faces, one sub-folder per identity "
-                        "(default: the embedded synthetic identities)")
+    parser.add_argument("--data", action="append", default=None, metavar="DIR",
+                        help="folder of aligned 112x112 faces, one sub-folder per identity (or TFRecord/RecordIO); "
+                        "repeat it to train on several datasets, each with its own label range (DAIL: see the "
+                        "recipe's dail section). Default: the embedded synthetic identities")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few steps on small batches to check that the recipe runs end to end "
+                        "(the recipe file's SMOKE overrides, then your --set)")
     parser.add_argument("--out", default=None, help="run directory (default: runs/<recipe name>); "
                         "rerunning with the same --out resumes from the last finished epoch")
     parser.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
@@ -26,9 +31,13 @@ def add_arguments(parser):
 
 
 def recipe_from_args(args):
-    recipe = apply_overrides(load_recipe(args.recipe), args.overrides)
+    recipe = load_recipe(args.recipe)
+    if getattr(args, "smoke", False):
+        recipe = apply_overrides(recipe, smoke_overrides(args.recipe))
+    recipe = apply_overrides(recipe, args.overrides)
     if args.data:
-        recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, root=args.data))
+        root = args.data[0] if len(args.data) == 1 else tuple(args.data)
+        recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, root=root))
     shortcuts = {
         ("train", "epochs"): args.epochs,
         ("data", "batch_size"): args.batch_size,

@@ -13,6 +13,7 @@ from kerasface.data.folder_source import IMAGE_EXTENSIONS, FolderSource
 from kerasface.data.image_folder import ImageFolder, image_folder
 from kerasface.data.label_map import load_label_map, save_label_map
 from kerasface.data.open_source import open_source
+from kerasface.data.overlapping_split import OverlappingSplit, split_overlapping
 from kerasface.data.pk_sampler import PKSampler
 from kerasface.data.preprocessing import IMAGE_SIZE, normalize_images, normalize_numpy
 from kerasface.data.record_io_source import RecordIOSource
@@ -33,6 +34,7 @@ from kerasface.data.tfrecord_source import TFRecordSource, build_tfrecord_index
 from kerasface.data.tfrecord_writer import write_tfrecords
 
 __all__ = [
+    "OverlappingSplit",
     "ARCFACE_TEMPLATE",
     "AUGMENTATION_PRESETS",
     "IMAGE_EXTENSIONS",
@@ -59,6 +61,7 @@ __all__ = [
     "TFRecordSource",
     "build_tfrecord_index",
     "combine",
+    "split_overlapping",
     "cut_long_tail",
     "diagnose_image_file",
     "estimate_similarity",

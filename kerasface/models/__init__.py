@@ -1,6 +1,7 @@
 """Trainable face models and loaders."""
 
+from kerasface.models.dail_recognizer import DAILRecognizer
 from kerasface.models.face_recognizer import FaceRecognizer
 from kerasface.models.loading import load_embedding_model
 
-__all__ = ["FaceRecognizer", "load_embedding_model"]
+__all__ = ["DAILRecognizer", "FaceRecognizer", "load_embedding_model"]

@@ -36,7 +36,8 @@ class FaceRecognizer(keras.Model):
 
     def build(self, input_shape):
         images_shape = input_shape[0] if _is_pair(input_shape) else input_shape
-        self.backbone.build(images_shape)
+        if not self.backbone.built:
+            self.backbone.build(images_shape)
         if not self.head.built:
             self.head.build([self.backbone.compute_output_shape(images_shape), (images_shape[0],)])
         self.built = True
@@ -65,21 +66,19 @@ class FaceRecognizer(keras.Model):
         outputs = keras.layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(embeddings)
         return keras.Model(images, outputs, name=f"{self.backbone.name}_embedding")
 
+    # Constructor arguments that are layers/models, serialized as nested Keras objects.
+    _NESTED = ("backbone", "head")
+
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "backbone": keras.saving.serialize_keras_object(self.backbone),
-                "head": keras.saving.serialize_keras_object(self.head),
-            }
-        )
+        config.update({key: keras.saving.serialize_keras_object(getattr(self, key)) for key in self._NESTED})
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        config["head"] = keras.saving.deserialize_keras_object(config["head"])
+        for key in cls._NESTED:
+            config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
 
 

@@ -1,17 +1,20 @@
 """Training loop pieces: recipes to ``model.fit``, schedules, strategies, callbacks."""
 
+from kerasface.training.gradient_reversal_schedule import GradientReversalSchedule
 from kerasface.training.lr_schedule import build_lr_schedule
 from kerasface.training.strategy import make_strategy
 from kerasface.training.throughput_logger import ThroughputLogger
-from kerasface.training.train_model import TrainResult, build_face_recognizer, train
+from kerasface.training.train_model import TrainResult, build_face_recognizer, open_training_source, train
 from kerasface.training.verification_callback import VerificationCallback
 
 __all__ = [
+    "GradientReversalSchedule",
     "ThroughputLogger",
     "TrainResult",
     "VerificationCallback",
     "build_face_recognizer",
     "build_lr_schedule",
     "make_strategy",
+    "open_training_source",
     "train",
 ]

@@ -3,14 +3,19 @@
 import dataclasses
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
 import keras
 
 from kerasface import backbones, heads
-from kerasface.data import BadRecordReport, FacePipeline, FolderSource, open_source
+from kerasface.data import BadRecordReport, FacePipeline, FolderSource, combine, open_source
+from kerasface.heads.dataset_aware_head import DatasetAwareHead
+from kerasface.layers.dataset_classifier import DatasetClassifier
+from kerasface.models.dail_recognizer import DAILRecognizer
 from kerasface.models.face_recognizer import FaceRecognizer
+from kerasface.training.gradient_reversal_schedule import GradientReversalSchedule
 from kerasface.training.lr_schedule import build_lr_schedule
 from kerasface.training.strategy import make_strategy
 from kerasface.training.throughput_logger import ThroughputLogger
@@ -40,8 +45,14 @@ class TrainResult:
     initial_epoch: int
 
 
-def build_face_recognizer(recipe, num_classes):
-    """The ``FaceRecognizer`` a recipe describes, for ``num_classes`` identities."""
+def build_face_recognizer(recipe, num_classes, dataset_num_classes=None):
+    """The ``FaceRecognizer`` a recipe describes, for ``num_classes`` identities.
+
+    With ``dataset_num_classes`` listing two or more datasets (their label ranges, in
+    order), ``recipe.dail`` applies: the head is wrapped in a ``DatasetAwareHead`` and/or the
+    model is a :class:`DAILRecognizer` with a dataset classifier behind a gradient reversal
+    layer (lambda starts at 0; :class:`GradientReversalSchedule` raises it).
+    """
     head_kwargs = {"num_classes": num_classes, **recipe.head.kwargs}
     if recipe.head.scale is not None:
         head_kwargs["scale"] = recipe.head.scale
@@ -51,9 +62,90 @@ def build_face_recognizer(recipe, num_classes):
         recipe.model.backbone, embedding_size=recipe.model.embedding_size, **recipe.model.backbone_kwargs
     )
     head = heads.get(recipe.head.name, **head_kwargs)
-    model = FaceRecognizer(backbone, head, name=f"{recipe.model.backbone}_{recipe.head.name}")
+    name = f"{recipe.model.backbone}_{recipe.head.name}"
+    dail = recipe.dail
+    if dataset_num_classes is not None and len(dataset_num_classes) > 1:
+        if dail.dataset_aware:
+            head = DatasetAwareHead(
+                head,
+                dataset_num_classes=list(dataset_num_classes),
+                crossing_dropout_p=dail.crossing_dropout_p,
+                seed=recipe.train.seed,
+            )
+        if dail.dataset_classifier:
+            model = DAILRecognizer(
+                backbone,
+                head,
+                dataset_num_classes=list(dataset_num_classes),
+                dataset_classifier=DatasetClassifier(
+                    len(dataset_num_classes), hidden_units=dail.classifier_units, name="dataset_classifier"
+                ),
+                name=f"{name}_dail",
+            )
+            model.build((None, 112, 112, 3))
+            return model
+    elif dail.gradient_reversal > 0:
+        raise ValueError(
+            f"`dail.gradient_reversal={dail.gradient_reversal}` needs two or more datasets "
+            "(repeat --data, or data.root=(A, B)); got one"
+        )
+    model = FaceRecognizer(backbone, head, name=name)
     model.build((None, 112, 112, 3))
     return model
+
+
+def open_training_source(recipe, out_dir=None):
+    """The records a recipe trains on: one source, or a ``CombinedSource`` of several roots.
+
+    A resumed run (``out_dir`` holding ``label_map.json``, or ``label_map_<k>.json`` per
+    dataset) keeps the labels its checkpoint was trained with.
+    """
+    roots = recipe.data.roots or _synthetic_roots(recipe)
+    if recipe.data.dataset_weights is not None and len(roots) < 2:
+        raise ValueError(
+            f"`data.dataset_weights={recipe.data.dataset_weights}` needs two or more datasets, got one root"
+        )
+    sources = []
+    for k, root in enumerate(roots):
+        source = open_source(Path(root))
+        label_map_path = None if out_dir is None else Path(out_dir) / (
+            "label_map.json" if len(roots) == 1 else f"label_map_{k}.json"
+        )
+        if isinstance(source, FolderSource) and label_map_path is not None and label_map_path.is_file():
+            source = FolderSource(source.root, label_map=label_map_path)
+        if label_map_path is not None and hasattr(source, "save_label_map"):
+            source.save_label_map(label_map_path)
+        sources.append(source)
+    if len(sources) == 1:
+        return sources[0]
+    return combine(sources, weights=recipe.data.dataset_weights, names=_dataset_names(roots))
+
+
+def _synthetic_roots(recipe):
+    """The embedded synthetic identities, split in two overlapping datasets when asked to."""
+    root = resolve_train_root(recipe)
+    count = recipe.data.synthetic_datasets
+    if count == 1:
+        return (root,)
+    if count != 2:
+        raise ValueError(f"`data.synthetic_datasets` must be 1 or 2, got {count!r}")
+    data = recipe.data
+    split_dir = root.parent / (
+        f"overlapping_{data.synthetic_identities}x{data.synthetic_images_per_identity}_seed{recipe.train.seed}"
+    )
+    if not (split_dir / "split.json").is_file():
+        from kerasface.data.overlapping_split import split_overlapping
+
+        if split_dir.exists():
+            shutil.rmtree(split_dir)  # an interrupted split: redo it
+        split_overlapping(root, split_dir, seed=recipe.train.seed)
+    return (split_dir / "A", split_dir / "B")
+
+
+def _dataset_names(roots):
+    # Folder names, made unique by their position when two datasets share one.
+    names = [Path(str(root).rstrip("/")).name or f"dataset{k}" for k, root in enumerate(roots)]
+    return [name if names.count(name) == 1 else f"{k}:{name}" for k, name in enumerate(names)]
 
 
 def resolve_train_root(recipe):
@@ -98,15 +190,15 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
     verification = _verification_callback(recipe, out_dir, print_fn)
     strategy = make_strategy(recipe.train.strategy)
     batch_size = recipe.data.batch_size
-    label_map_path = out_dir / "label_map.json"
-    source = open_source(resolve_train_root(recipe))
-    if isinstance(source, FolderSource) and label_map_path.is_file():
-        # A resumed run must keep the labels its checkpoint was trained with.
-        source = FolderSource(source.root, label_map=label_map_path)
+    source = open_training_source(recipe, out_dir)
+    dataset_num_classes = getattr(source, "dataset_num_classes", None)
+    sampler = recipe.data.sampler
+    if recipe.data.dataset_weights is not None and sampler == "shuffle":
+        sampler = "weighted"
     pipeline = FacePipeline(
         source,
         batch_size=batch_size,
-        sampler=recipe.data.sampler,
+        sampler=sampler,
         augmentation=recipe.data.augmentation if recipe.data.augment else None,
         seed=recipe.train.seed,
         # Always repeat and give fit an exact step count: skipped files make the cardinality
@@ -115,36 +207,55 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
         # uint8 batches; the FaceRecognizer normalises them on the device.
         normalize=False,
     )
-    if hasattr(source, "save_label_map"):
-        source.save_label_map(label_map_path)
     (out_dir / "recipe.json").write_text(recipe.to_json())
     steps_per_epoch = recipe.train.steps_per_epoch or pipeline.steps_per_epoch
+    total_steps = steps_per_epoch * recipe.train.epochs
     print_fn(
         f"training {recipe.name}: {source.num_records} images, {source.num_classes} identities, "
         f"batch {batch_size}, {steps_per_epoch} steps/epoch x {recipe.train.epochs} epochs, "
         f"{strategy.num_replicas_in_sync} replica(s), precision {recipe.train.precision}"
     )
+    if dataset_num_classes is not None and len(dataset_num_classes) > 1:
+        print_fn(_describe_datasets(recipe, source, total_steps))
 
     with strategy.scope():
-        model = build_face_recognizer(recipe, source.num_classes)
+        model = build_face_recognizer(recipe, source.num_classes, dataset_num_classes)
+        if recipe.train.init_from:
+            _init_backbone(model, recipe.train.init_from, print_fn)
         schedule = build_lr_schedule(recipe.optimizer, steps_per_epoch, recipe.train.epochs)
         optimizer = keras.optimizers.SGD(
             learning_rate=schedule,
             momentum=recipe.optimizer.momentum,
             weight_decay=recipe.optimizer.weight_decay,
         )
-        model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            jit_compile=recipe.train.jit_compile,
-        )
+        if isinstance(model, DAILRecognizer):
+            model.compile_losses(
+                optimizer, dataset_loss_weight=recipe.dail.dataset_loss_weight, jit_compile=recipe.train.jit_compile
+            )
+        else:
+            model.compile(
+                optimizer=optimizer,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                jit_compile=recipe.train.jit_compile,
+            )
+    reversal = []
+    if isinstance(model, DAILRecognizer) and recipe.dail.gradient_reversal > 0:
+        reversal = [
+            GradientReversalSchedule(
+                strength=recipe.dail.gradient_reversal,
+                switch_step=recipe.dail.resolved_switch_step(total_steps),
+                ramp=recipe.dail.ramp,
+                total_steps=total_steps,
+            )
+        ]
 
     throughput = ThroughputLogger(batch_size, print_fn=print_fn)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out_dir / "backup"), save_freq="epoch", delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "epoch_{epoch:03d}.keras")),
         keras.callbacks.TensorBoard(str(out_dir / "logs"), update_freq="epoch"),
+        *reversal,
         throughput,
         BadRecordReport(pipeline, list_path=out_dir / "bad_records.txt", print_fn=print_fn),
         # Before the caller's callbacks, so EarlyStopping & co. see its `val_*` values in the logs.
@@ -182,6 +293,16 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
         "bad_records": {path: reason for path, (_, reason) in pipeline.bad_records().items()},
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
     }
+    if dataset_num_classes is not None and len(dataset_num_classes) > 1:
+        summary["datasets"] = {
+            "names": list(source.dataset_names),
+            "num_classes": list(dataset_num_classes),
+            "num_images": [len(source.record_range(k)) for k in range(source.num_datasets)],
+            "dataset_aware": recipe.dail.dataset_aware,
+            "crossing_dropout_p": recipe.dail.crossing_dropout_p,
+            "gradient_reversal": recipe.dail.gradient_reversal,
+            "switch_step": recipe.dail.resolved_switch_step(total_steps) if reversal else None,
+        }
     if verification is not None:
         summary["verification"] = {
             "metric": verification.metric_label,
@@ -200,6 +321,55 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
         bad_records=pipeline.bad_records(),
         initial_epoch=initial_epoch,
     )
+
+
+def _describe_datasets(recipe, source, total_steps):
+    dail = recipe.dail
+    parts = ", ".join(
+        f"{name}: {len(source.record_range(k))} images, {count} classes"
+        for k, (name, count) in enumerate(zip(source.dataset_names, source.dataset_num_classes))
+    )
+    loss = (
+        f"dataset-aware {recipe.head.name} (crossing dropout p={dail.crossing_dropout_p:g})"
+        if dail.dataset_aware
+        else f"naive combination ({recipe.head.name} over every dataset's classes)"
+    )
+    if not dail.dataset_classifier:
+        adversary = "no dataset classifier"
+    elif dail.gradient_reversal > 0:
+        adversary = (
+            f"dataset classifier with gradient reversal lambda={dail.gradient_reversal:g} from step "
+            f"{dail.resolved_switch_step(total_steps)} of {total_steps} ({dail.ramp})"
+        )
+    else:
+        adversary = "dataset classifier as a probe (no gradient reversal)"
+    return f"{source.num_datasets} datasets ({parts}); {loss}; {adversary}"
+
+
+def _init_backbone(model, path, print_fn):
+    """Copy a trained model's backbone weights into ``model.backbone`` (shapes must match)."""
+    from kerasface.models.loading import load_embedding_model
+
+    trained = load_embedding_model(path)
+    weights = trained.get_weights()
+    expected = model.backbone.weights
+    shapes = [tuple(w.shape) for w in weights]
+    wanted = [tuple(w.shape) for w in expected]
+    if shapes != wanted:
+        raise ValueError(
+            f"train.init_from={path}: its backbone has {len(shapes)} weights that do not match this "
+            f"recipe's {model.backbone.name} ({len(wanted)} weights); first difference: "
+            f"{_first_difference(shapes, wanted)}"
+        )
+    model.backbone.set_weights(weights)
+    print_fn(f"backbone initialised from {path}")
+
+
+def _first_difference(shapes, wanted):
+    for i, (got, want) in enumerate(zip(shapes, wanted)):
+        if got != want:
+            return f"weight {i}: {got} vs {want}"
+    return f"{len(shapes)} vs {len(wanted)} weights"
 
 
 def _verification_callback(recipe, out_dir, print_fn):
