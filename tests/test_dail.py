@@ -352,3 +352,30 @@ def test_smoke_run_of_the_recipe_on_two_overlapping_datasets(faces, tmp_path):
     assert {"label_map_0.json", "label_map_1.json"} <= {p.name for p in (tmp_path / "run").iterdir()}
     embedding = keras.saving.load_model(tmp_path / "run" / "embedding.keras")
     assert embedding.output_shape == (None, 16)
+
+
+def test_training_source_of_several_roots_and_backbone_initialisation(faces, tmp_path):
+    from kerasface.data import split_overlapping
+    from kerasface.training import build_face_recognizer, open_training_source
+    from kerasface.training.train_model import init_backbone
+
+    split = split_overlapping(faces, tmp_path / "split")
+    recipe = apply_overrides(load_recipe("dail"), [
+        f"data.root={[str(root) for root in split.roots]}", "data.dataset_weights=[3, 1]", "model.embedding_size=8",
+        "model.backbone_kwargs={'width_multiplier': 0.25, 'blocks': ((64, 2),)}",
+    ])
+    source = open_training_source(recipe, tmp_path / "run")
+    assert source.dataset_names == ["A", "B"] and source.dataset_num_classes == [4, 4]
+    assert source.weights == pytest.approx([0.75, 0.25])
+    assert json.loads((tmp_path / "run" / "label_map_1.json").read_text())["id_0005"] == 3
+    trained = build_face_recognizer(recipe, 8, [4, 4])
+    trained.embedding_model.save(tmp_path / "embedding.keras")
+    fresh = build_face_recognizer(recipe, 8, [4, 4])
+    init_backbone(fresh, tmp_path / "embedding.keras", print_fn=lambda *_: None)
+    for got, want in zip(fresh.backbone.get_weights(), trained.backbone.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    other = build_face_recognizer(apply_overrides(recipe, ["model.embedding_size=4"]), 8, [4, 4])
+    with pytest.raises(ValueError, match="train.init_from=.*embedding.keras: its backbone has"):
+        init_backbone(other, tmp_path / "embedding.keras")
+    with pytest.raises(ValueError, match="`data.dataset_weights=\\(1, 2\\)` needs two or more datasets"):
+        open_training_source(apply_overrides(recipe, [f"data.root={split.roots[0]}", "data.dataset_weights=[1, 2]"]))

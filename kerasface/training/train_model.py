@@ -221,7 +221,7 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
     with strategy.scope():
         model = build_face_recognizer(recipe, source.num_classes, dataset_num_classes)
         if recipe.train.init_from:
-            _init_backbone(model, recipe.train.init_from, print_fn)
+            init_backbone(model, recipe.train.init_from, print_fn)
         schedule = build_lr_schedule(recipe.optimizer, steps_per_epoch, recipe.train.epochs)
         optimizer = keras.optimizers.SGD(
             learning_rate=schedule,
@@ -346,7 +346,7 @@ def _describe_datasets(recipe, source, total_steps):
     return f"{source.num_datasets} datasets ({parts}); {loss}; {adversary}"
 
 
-def _init_backbone(model, path, print_fn):
+def init_backbone(model, path, print_fn=print):
     """Copy a trained model's backbone weights into ``model.backbone`` (shapes must match)."""
     from kerasface.models.loading import load_embedding_model
 
