@@ -73,7 +73,11 @@ def main(argv=None):
     parser.add_argument("--summarize", nargs="+", metavar="JSON",
                         help="instead of training: combine the --json files of several seeds into --json and "
                         "print each method's mean and spread over seeds")
+    parser.add_argument("--rescore", action="store_true",
+                        help="instead of training: add the overlap diagnostics to the finished runs in --json")
     args = parser.parse_args(argv)
+    if args.rescore:
+        return rescore(args.json, Path(args.runs_dir), Path(args.runs_dir) / "split") or 0
     if args.summarize:
         combined = summarize([json.loads(Path(path).read_text()) for path in args.summarize])
         Path(args.json).write_text(json.dumps(combined, indent=2))
@@ -162,7 +166,71 @@ def _evaluate(result, data, split_dir, split):
                 shared.append(identity in shared_names)
     features = embed_images(embedding, files, batch_size=128)
     entry["probe"] = linear_probe(features, np.array(datasets), np.array(shared))
+    if (Path(result.out_dir) / "label_map_1.json").is_file():
+        entry["overlap"] = overlap_diagnostics(result.model, features, files, datasets, split_dir, result.out_dir)
     return entry
+
+
+def overlap_diagnostics(model, features, files, datasets, split_dir, run_dir):
+    """How the model treats the shared identities, each trained under two labels.
+
+    ``twin_centre_cosine``: cosine between the head's two class centres of the same person
+    (its A label and its B label); a naive softmax pushes them apart. ``cross_dataset_genuine``:
+    mean cosine between a shared person's A images and B images; ``within_dataset_genuine``:
+    between two images of the same person inside one dataset; ``impostor``: between
+    different people (all training images).
+    """
+    import keras
+    import numpy as np
+
+    identities = [Path(path).parent.name for path in files]
+    datasets = np.asarray(datasets)
+    label_maps = [json.loads((Path(run_dir) / f"label_map_{k}.json").read_text()) for k in (0, 1)]
+    shared = sorted(set(label_maps[0]) & set(label_maps[1]))
+    entry = {}
+    kernel = getattr(model.head, "kernel", None)
+    if kernel is not None and len(label_maps[0]) + len(label_maps[1]) == kernel.shape[-1]:
+        centres = np.asarray(keras.ops.convert_to_numpy(kernel), np.float64)
+        centres /= np.linalg.norm(centres, axis=0, keepdims=True)
+        offset = len(label_maps[0])
+        twins = [float(centres[:, label_maps[0][name]] @ centres[:, offset + label_maps[1][name]]) for name in shared]
+        entry["twin_centre_cosine"] = float(np.mean(twins))
+        others = centres.T @ centres
+        np.fill_diagonal(others, np.nan)
+        entry["other_centre_cosine"] = float(np.nanmean(others))
+    sims = features @ features.T
+    same_person = np.equal.outer(np.array(identities), np.array(identities))
+    same_dataset = np.equal.outer(datasets, datasets)
+    upper = np.triu(np.ones_like(sims, bool), k=1)
+    entry["cross_dataset_genuine"] = float(sims[upper & same_person & ~same_dataset].mean())
+    entry["within_dataset_genuine"] = float(sims[upper & same_person & same_dataset].mean())
+    entry["impostor"] = float(sims[upper & ~same_person].mean())
+    return entry
+
+
+def rescore(results_path, runs, split_dir):
+    """Add the overlap diagnostics to finished runs of ``results_path`` (reloads their models)."""
+    import keras
+    import numpy as np
+
+    from kerasface.evaluation import embed_images
+
+    results = json.loads(Path(results_path).read_text())
+    files, datasets = [], []
+    for k, name in enumerate(("A", "B")):
+        for identity in sorted(os.listdir(split_dir / name)):
+            for image in sorted(os.listdir(split_dir / name / identity)):
+                files.append(str(split_dir / name / identity / image))
+                datasets.append(k)
+    for method, entry in results["methods"].items():
+        run_dir = runs / method.replace("+", "_")
+        if method == "single_A" or not (run_dir / "model.keras").is_file():
+            continue
+        model = keras.saving.load_model(run_dir / "model.keras", compile=False)
+        features = embed_images(model.embedding_model, files, batch_size=128)
+        entry["overlap"] = overlap_diagnostics(model, features, files, np.array(datasets), split_dir, run_dir)
+        print(f"{method}: {entry['overlap']}")
+    Path(results_path).write_text(json.dumps(results, indent=2))
 
 
 def linear_probe(features, targets, shared, seed=0, steps=300, lr=0.5):
@@ -255,6 +323,17 @@ def format_seed_table(combined):
     for method, stats in combined["summary"].items():
         lines.append(f"| {method} | {cell(stats, 'accuracy')} | {cell(stats, 'tar_at_far_1e-2')} | "
                      f"{cell(stats, 'dataset_accuracy')} | {cell(stats, 'probe_single_dataset_identities')} |")
+    keys = ("twin_centre_cosine", "other_centre_cosine", "cross_dataset_genuine", "within_dataset_genuine", "impostor")
+    lines += [
+        "",
+        "| method, seed | twin centres | other centres | shared person across A/B | same person within a dataset | different people |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for run in combined["runs"]:
+        for method, entry in run["methods"].items():
+            if "overlap" in entry:
+                values = " | ".join(f"{entry['overlap'][key]:.3f}" for key in keys)
+                lines.append(f"| {method}, {run['setup']['seed']} | {values} |")
     return "\n".join(lines)
 
 

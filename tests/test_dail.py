@@ -52,6 +52,33 @@ def test_strength_changes_without_retracing_the_function():
     assert layer.strength == 0.0  # the config value is the initial lambda
 
 
+def test_strength_set_outside_the_replicas_reaches_every_replica():
+    from kerasface.testing.mirrored_check import default_devices, mirrored_strategy
+
+    if len(default_devices()) < 2:
+        pytest.skip("needs 2 logical CPUs (tests/conftest.py splits the CPU)")
+    strategy = mirrored_strategy()
+    with strategy.scope():
+        layer = GradientReversal(0.0)
+        layer.build((None, 3))
+
+    @tf.function
+    def gradients(x):
+        def replica_gradient(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.reduce_sum(layer(x))
+            return tape.gradient(y, x)
+
+        return strategy.run(replica_gradient, args=(x,))
+
+    layer.set_strength(0.3)  # as the schedule callback does, in cross-replica context
+    results = strategy.experimental_local_results(gradients(tf.ones((2, 3))))
+    assert len(results) == 2
+    for result in results:
+        np.testing.assert_allclose(result.numpy(), np.full((2, 3), -0.3), rtol=1e-6)
+
+
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "x", True])
 def test_strength_must_be_a_finite_non_negative_number(bad):
     with pytest.raises(ValueError, match="`strength` \\(lambda\\) must be"):
