@@ -125,7 +125,7 @@ def main(argv=None):
         recipe = dataclasses.replace(recipe, name=f"dail_{method}",
                                      data=dataclasses.replace(recipe.data, root=chosen if len(chosen) > 1 else chosen[0]))
         started = time.time()
-        result = train(recipe, runs / method.replace("+", "_"), verbose=2)
+        result = train(recipe, run_dir_of(runs, method), verbose=2)
         entry = _evaluate(result, data, split_dir, split)
         entry["train_seconds"] = round(time.time() - started, 1)
         results["methods"][method] = entry
@@ -138,8 +138,6 @@ def main(argv=None):
 
 
 def _evaluate(result, data, split_dir, split):
-    import numpy as np
-
     from kerasface.evaluation import embed_images, verify_pairs
 
     embedding = result.model.embedding_model
@@ -156,22 +154,35 @@ def _evaluate(result, data, split_dir, split):
         if key in history:
             entry[f"last_epoch_{key}"] = float(history[key][-1])
     # Held-out linear probe: can the dataset be read from the final embedding?
+    files, datasets, shared = training_images(split_dir, split["shared"])
+    features = embed_images(embedding, files, batch_size=128)
+    entry["probe"] = linear_probe(features, datasets, shared)
+    if (Path(result.out_dir) / "label_map_1.json").is_file():
+        entry["overlap"] = overlap_diagnostics(result.model, features, files, datasets, result.out_dir)
+    return entry
+
+
+def training_images(split_dir, shared_identities):
+    """Every image of A then B: paths, dataset index (0/1) and whether its identity is shared."""
+    import numpy as np
+
     files, datasets, shared = [], [], []
-    shared_names = set(split["shared"])
+    shared_identities = set(shared_identities)
     for k, name in enumerate(("A", "B")):
         for identity in sorted(os.listdir(split_dir / name)):
             for image in sorted(os.listdir(split_dir / name / identity)):
                 files.append(str(split_dir / name / identity / image))
                 datasets.append(k)
-                shared.append(identity in shared_names)
-    features = embed_images(embedding, files, batch_size=128)
-    entry["probe"] = linear_probe(features, np.array(datasets), np.array(shared))
-    if (Path(result.out_dir) / "label_map_1.json").is_file():
-        entry["overlap"] = overlap_diagnostics(result.model, features, files, datasets, split_dir, result.out_dir)
-    return entry
+                shared.append(identity in shared_identities)
+    return files, np.array(datasets), np.array(shared)
 
 
-def overlap_diagnostics(model, features, files, datasets, split_dir, run_dir):
+def run_dir_of(runs, method):
+    """The training run folder of a method (``+`` is not kept in folder names)."""
+    return Path(runs) / method.replace("+", "_")
+
+
+def overlap_diagnostics(model, features, files, datasets, run_dir):
     """How the model treats the shared identities, each trained under two labels.
 
     ``twin_centre_cosine``: cosine between the head's two class centres of the same person
@@ -184,7 +195,6 @@ def overlap_diagnostics(model, features, files, datasets, split_dir, run_dir):
     import numpy as np
 
     identities = [Path(path).parent.name for path in files]
-    datasets = np.asarray(datasets)
     label_maps = [json.loads((Path(run_dir) / f"label_map_{k}.json").read_text()) for k in (0, 1)]
     shared = sorted(set(label_maps[0]) & set(label_maps[1]))
     entry = {}
@@ -211,24 +221,18 @@ def overlap_diagnostics(model, features, files, datasets, split_dir, run_dir):
 def rescore(results_path, runs, split_dir):
     """Add the overlap diagnostics to finished runs of ``results_path`` (reloads their models)."""
     import keras
-    import numpy as np
 
     from kerasface.evaluation import embed_images
 
     results = json.loads(Path(results_path).read_text())
-    files, datasets = [], []
-    for k, name in enumerate(("A", "B")):
-        for identity in sorted(os.listdir(split_dir / name)):
-            for image in sorted(os.listdir(split_dir / name / identity)):
-                files.append(str(split_dir / name / identity / image))
-                datasets.append(k)
+    files, datasets, _ = training_images(split_dir, ())
     for method, entry in results["methods"].items():
-        run_dir = runs / method.replace("+", "_")
-        if method == "single_A" or not (run_dir / "model.keras").is_file():
+        run_dir = run_dir_of(runs, method)
+        if not (run_dir / "label_map_1.json").is_file() or not (run_dir / "model.keras").is_file():
             continue
         model = keras.saving.load_model(run_dir / "model.keras", compile=False)
         features = embed_images(model.embedding_model, files, batch_size=128)
-        entry["overlap"] = overlap_diagnostics(model, features, files, np.array(datasets), split_dir, run_dir)
+        entry["overlap"] = overlap_diagnostics(model, features, files, datasets, run_dir)
         print(f"{method}: {entry['overlap']}")
     Path(results_path).write_text(json.dumps(results, indent=2))
 

@@ -145,7 +145,8 @@ class DAILConfig:
     into the embedding, before it G_d trains on a stop-gradient view (eq. 9-10).
     ``ramp="ganin"`` raises lambda smoothly after the switch instead of in one step.
     With ``gradient_reversal=0`` the dataset classifier is only a probe of how much dataset
-    information the embedding holds. Ignored for a single dataset.
+    information the embedding holds. With a single dataset the section is ignored, except that
+    ``gradient_reversal > 0`` is an error (there is no dataset to be invariant to).
     """
 
     dataset_aware: bool = True

@@ -32,7 +32,7 @@ def add_arguments(parser):
 
 def recipe_from_args(args):
     recipe = load_recipe(args.recipe)
-    if getattr(args, "smoke", False):
+    if args.smoke:
         recipe = apply_overrides(recipe, smoke_overrides(args.recipe))
     recipe = apply_overrides(recipe, args.overrides)
     if args.data:

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from kerasface.export.saved_model_export import all_layers
+from kerasface.layers.all_layers import all_layers
 from kerasface.layers.abs_form_prelu import AbsFormPReLU
 
 # The folded form divides by 1 + a; below this slope the division would amplify rounding.

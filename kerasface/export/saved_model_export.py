@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from kerasface.data.preprocessing import IMAGE_SIZE, PIXEL_MEAN, PIXEL_SCALE, normalize_images
+from kerasface.layers.all_layers import all_layers
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "embedding"
@@ -86,13 +87,6 @@ def float32_compute_model(model):
         keras.config.set_dtype_policy(previous)
     copy.set_weights(model.get_weights())
     return copy
-
-
-def all_layers(layer):
-    """Every layer inside ``layer``, nested models' layers included, depth first."""
-    for child in getattr(layer, "layers", []):
-        yield child
-        yield from all_layers(child)
 
 
 def _with_float32_dtypes(config):

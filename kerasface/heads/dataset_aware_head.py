@@ -126,12 +126,8 @@ class DatasetAwareHead(keras.layers.Layer):
         return self.head.target_curve(theta)
 
     def dataset_ids(self, labels):
-        """Dataset index of each label, int32 (B,): the number of dataset starts <= label."""
-        labels = ops.reshape(ops.cast(labels, "int32"), (-1, 1))
-        if self.num_datasets == 1:
-            return ops.zeros_like(labels[:, 0])
-        later_starts = ops.convert_to_tensor(self._starts[1:-1], dtype="int32")
-        return ops.sum(ops.cast(labels >= later_starts[None, :], "int32"), axis=1)
+        """Dataset index of each label, int32 (B,)."""
+        return label_dataset_ids(labels, self.dataset_num_classes)
 
     def build(self, input_shape):
         embedding_shape = input_shape[0] if _is_multi(input_shape) else input_shape
@@ -184,6 +180,22 @@ class DatasetAwareHead(keras.layers.Layer):
         config = dict(config)
         config["head"] = keras.saving.deserialize_keras_object(config["head"])
         return cls(**config)
+
+
+def label_dataset_ids(labels, dataset_num_classes):
+    """Dataset index of each label, int32 (B,), for datasets owning contiguous label ranges.
+
+    The index is how many later datasets' first labels are <= the label: K-1 comparisons per
+    label, no C-long class->dataset table in the graph.
+    """
+    labels = ops.reshape(ops.cast(labels, "int32"), (-1, 1))
+    if len(dataset_num_classes) == 1:
+        return ops.zeros_like(labels[:, 0])
+    later_starts, total = [], 0
+    for count in dataset_num_classes[:-1]:
+        total += int(count)
+        later_starts.append(total)
+    return ops.sum(ops.cast(labels >= ops.convert_to_tensor(later_starts, "int32")[None, :], "int32"), axis=1)
 
 
 def _resolve_head(head, num_classes, dataset_num_classes):

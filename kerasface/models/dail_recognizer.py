@@ -1,8 +1,8 @@
 """FaceRecognizer with DAIL's dataset classifier behind a gradient reversal layer."""
 
 import keras
-from keras import ops
 
+from kerasface.heads.dataset_aware_head import label_dataset_ids
 from kerasface.heads.margin_head import _is_pair
 from kerasface.layers.dataset_classifier import DatasetClassifier
 from kerasface.layers.gradient_reversal import GradientReversal
@@ -74,13 +74,8 @@ class DAILRecognizer(FaceRecognizer):
         return len(self.dataset_num_classes)
 
     def dataset_ids(self, labels):
-        """Dataset index of each label, int32 (B,): how many later datasets' first labels are <= it."""
-        labels = ops.reshape(ops.cast(labels, "int32"), (-1, 1))
-        starts, total = [], 0
-        for count in self.dataset_num_classes[:-1]:
-            total += count
-            starts.append(total)
-        return ops.sum(ops.cast(labels >= ops.convert_to_tensor(starts, "int32")[None, :], "int32"), axis=1)
+        """Dataset index of each label, int32 (B,), from the label ranges."""
+        return label_dataset_ids(labels, self.dataset_num_classes)
 
     def build(self, input_shape):
         super().build(input_shape)

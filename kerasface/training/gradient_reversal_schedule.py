@@ -4,6 +4,7 @@ import math
 
 import keras
 
+from kerasface.layers.all_layers import all_layers
 from kerasface.layers.gradient_reversal import GradientReversal
 
 RAMPS = ("step", "ganin")
@@ -63,7 +64,7 @@ class GradientReversalSchedule(keras.callbacks.Callback):
         return self.strength * (2.0 / (1.0 + math.exp(-self.gamma * progress)) - 1.0)
 
     def on_train_begin(self, logs=None):
-        self._targets = self.layers or _reversal_layers(self.model)
+        self._targets = self.layers or [layer for layer in all_layers(self.model) if isinstance(layer, GradientReversal)]
         if not self._targets:
             raise ValueError(f"GradientReversalSchedule: model {self.model.name!r} has no GradientReversal layer")
         self._current = None
@@ -79,12 +80,3 @@ class GradientReversalSchedule(keras.callbacks.Callback):
         if logs is not None and self._current is not None:
             logs["grl_lambda"] = self._current
 
-
-def _reversal_layers(model):
-    found = []
-    for layer in getattr(model, "layers", ()):
-        if isinstance(layer, GradientReversal):
-            found.append(layer)
-        else:
-            found.extend(_reversal_layers(layer))
-    return found

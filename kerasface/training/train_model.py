@@ -301,7 +301,7 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
             "dataset_aware": recipe.dail.dataset_aware,
             "crossing_dropout_p": recipe.dail.crossing_dropout_p,
             "gradient_reversal": recipe.dail.gradient_reversal,
-            "switch_step": recipe.dail.resolved_switch_step(total_steps) if reversal else None,
+            "switch_step": reversal[0].switch_step if reversal else None,
         }
     if verification is not None:
         summary["verification"] = {
