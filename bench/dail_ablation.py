@@ -285,31 +285,15 @@ def format_table(results):
 
 def summarize(runs):
     """Per method: every seed's metrics, and their mean, sample std and min/max."""
-    import numpy as np
+    from kerasface.benchmark import summarize_seeds
 
-    methods = {}
-    for run in runs:
-        for method, entry in run["methods"].items():
-            methods.setdefault(method, []).append({"seed": run["setup"]["seed"], **entry})
-    summary = {}
-    for method, entries in methods.items():
-        stats = {}
-        for key, get in (
-            ("accuracy", lambda e: e["accuracy"]),
-            ("tar_at_far_1e-2", lambda e: e["tar_at_far_1e-2"]),
-            ("dataset_accuracy", lambda e: e.get("last_epoch_dataset_accuracy")),
-            ("probe_accuracy", lambda e: e["probe"]["accuracy"]),
-            ("probe_single_dataset_identities", lambda e: e["probe"]["accuracy_single_dataset_identities"]),
-        ):
-            values = [get(e) for e in entries if get(e) is not None]
-            if values:
-                stats[key] = {
-                    "mean": float(np.mean(values)),
-                    "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
-                    "min": float(min(values)), "max": float(max(values)), "n": len(values),
-                }
-        summary[method] = stats
-    return {"runs": runs, "summary": summary, "commands": [run.get("command") for run in runs]}
+    return summarize_seeds(runs, {
+        "accuracy": lambda e: e["accuracy"],
+        "tar_at_far_1e-2": lambda e: e["tar_at_far_1e-2"],
+        "dataset_accuracy": lambda e: e.get("last_epoch_dataset_accuracy"),
+        "probe_accuracy": lambda e: e["probe"]["accuracy"],
+        "probe_single_dataset_identities": lambda e: e["probe"]["accuracy_single_dataset_identities"],
+    })
 
 
 def format_seed_table(combined):

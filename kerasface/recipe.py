@@ -171,6 +171,45 @@ class DAILConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LATSEConfig:
+    """LATSE's generative decoder and teacher-student filter (Huang et al., ICML 2020).
+
+    ``decoder=True`` adds the reversed ResNet-18 (:class:`kerasface.backbones.ResNetDecoder`,
+    ``decoder_kwargs`` e.g. ``stage_channels``) that restores a face from the embedding,
+    trained with ``generative_weight * GLoss`` (eq. 13-15; ``l1_weight``/``ssim_weight`` weigh
+    its two terms) against each identity's momentum-mean image (eq. 12, ``target_momentum``),
+    stored per class at ``target_resolution`` in ``target_dtype`` ("uint8", "float16" or
+    "float32"). ``teacher`` turns on Algorithm 1's filter: a trained kerasface model (run
+    directory or ``.keras``), a peer ``.onnx``/``.tflite`` face model (``teacher_kwargs`` go
+    to its runner, e.g. ``{'runtime': 'opencv'}``), or ``"train"``: stage 1 trains the teacher
+    into ``<out>/teacher`` with the recipe's head alone for ``teacher_epochs`` (None: as many
+    as the student) before stage 2. A sample's gradient reaches the student only when its
+    label is in the teacher's top ``teacher_k``; ``filter_mode="embedding"`` blocks only the
+    gradient into the embedding, as Algorithm 1 does (head, decoder and mean image still learn
+    from every sample); ``"sample"`` drops the sample from every loss and from the mean image.
+    """
+
+    decoder: bool = False
+    decoder_kwargs: dict = dataclasses.field(default_factory=dict)
+    generative_weight: float = 1.0
+    l1_weight: float = 1.0
+    ssim_weight: float = 1.0
+    target_momentum: float = 0.9
+    target_resolution: int = 112
+    target_dtype: str = "uint8"
+    teacher: Optional[str] = None
+    teacher_k: int = 1
+    teacher_epochs: Optional[int] = None
+    teacher_kwargs: dict = dataclasses.field(default_factory=dict)
+    filter_mode: str = "embedding"
+
+    @property
+    def enabled(self):
+        """True when the recipe trains a LATSE model (a decoder, a teacher filter or both)."""
+        return self.decoder or self.teacher is not None
+
+
+@dataclasses.dataclass(frozen=True)
 class Recipe:
     """A complete training configuration: data, model, head, optimizer, training loop, evaluation."""
 
@@ -182,6 +221,7 @@ class Recipe:
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     dail: DAILConfig = DAILConfig()
+    latse: LATSEConfig = LATSEConfig()
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -235,6 +275,19 @@ def smoke_overrides(path_or_name=None):
     if isinstance(own, str) or not all(isinstance(item, str) for item in own):
         raise ValueError(f"{path_or_name}: SMOKE must be a list of 'section.field=value' strings, got {own!r}")
     return [*SMOKE_OVERRIDES, *own]
+
+
+def preset_overrides(path_or_name, preset):
+    """The overrides of a recipe file's named preset: its ``PRESETS = {name: [...]}`` entry."""
+    presets = getattr(_load_module(path_or_name), "PRESETS", {}) if path_or_name is not None else {}
+    if preset not in presets:
+        raise ValueError(
+            f"recipe {path_or_name or '(default)'} has no preset {preset!r}; presets: {', '.join(presets) or 'none'}"
+        )
+    own = presets[preset]
+    if isinstance(own, str) or not all(isinstance(item, str) for item in own):
+        raise ValueError(f"{path_or_name}: PRESETS[{preset!r}] must be a list of 'section.field=value' strings")
+    return list(own)
 
 
 def apply_overrides(recipe, overrides):

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from kerasface.recipe import apply_overrides, load_recipe, smoke_overrides
+from kerasface.recipe import apply_overrides, load_recipe, preset_overrides, smoke_overrides
 
 
 def add_arguments(parser):
@@ -18,6 +18,9 @@ def add_arguments(parser):
     parser.add_argument("--smoke", action="store_true",
                         help="a few steps on small batches to check that the recipe runs end to end "
                         "(the recipe file's SMOKE overrides, then your --set)")
+    parser.add_argument("--preset", default=None, metavar="NAME",
+                        help="apply the recipe file's named preset (its PRESETS dict, e.g. small_cpu) "
+                        "before --smoke and --set")
     parser.add_argument("--out", default=None, help="run directory (default: runs/<recipe name>); "
                         "rerunning with the same --out resumes from the last finished epoch")
     parser.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
@@ -32,6 +35,8 @@ def add_arguments(parser):
 
 def recipe_from_args(args):
     recipe = load_recipe(args.recipe)
+    if getattr(args, "preset", None):
+        recipe = apply_overrides(recipe, preset_overrides(args.recipe, args.preset))
     if args.smoke:
         recipe = apply_overrides(recipe, smoke_overrides(args.recipe))
     recipe = apply_overrides(recipe, args.overrides)

@@ -12,6 +12,7 @@ from kerasface.data.face_pipeline import FacePipeline
 from kerasface.data.folder_source import IMAGE_EXTENSIONS, FolderSource
 from kerasface.data.image_folder import ImageFolder, image_folder
 from kerasface.data.label_map import load_label_map, save_label_map
+from kerasface.data.label_noise import NoisyLabels, inject_label_noise
 from kerasface.data.open_source import open_source
 from kerasface.data.overlapping_split import OverlappingSplit, split_overlapping
 from kerasface.data.pk_sampler import PKSampler
@@ -35,6 +36,8 @@ from kerasface.data.tfrecord_writer import write_tfrecords
 
 __all__ = [
     "OverlappingSplit",
+    "NoisyLabels",
+    "inject_label_noise",
     "ARCFACE_TEMPLATE",
     "AUGMENTATION_PRESETS",
     "IMAGE_EXTENSIONS",

@@ -1,4 +1,4 @@
-"""Building-block layers shared by the backbones (attention, pooling)."""
+"""Building-block layers: attention, pooling, DAIL's gradient reversal, LATSE's mean images."""
 
 from kerasface.layers.abs_form_prelu import AbsFormPReLU
 from kerasface.layers.all_layers import all_layers
@@ -7,8 +7,9 @@ from kerasface.layers.convolutional_block_attention import ConvolutionalBlockAtt
 from kerasface.layers.dataset_classifier import DatasetClassifier
 from kerasface.layers.global_norm_aware_pooling import GlobalNormAwarePooling
 from kerasface.layers.gradient_reversal import GradientReversal
+from kerasface.layers.identity_mean_images import IdentityMeanImages
 from kerasface.layers.squeeze_excitation import SqueezeExcitation
 
 __all__ = [
-    "GATES", "AbsFormPReLU", "ConvolutionalBlockAttention", "DatasetClassifier", "GlobalNormAwarePooling", "GradientReversal", "SqueezeExcitation", "all_layers", "attention_gate",
+    "GATES", "AbsFormPReLU", "ConvolutionalBlockAttention", "DatasetClassifier", "GlobalNormAwarePooling", "GradientReversal", "IdentityMeanImages", "SqueezeExcitation", "all_layers", "attention_gate",
 ]

@@ -2,6 +2,7 @@
 
 from kerasface.models.dail_recognizer import DAILRecognizer
 from kerasface.models.face_recognizer import FaceRecognizer
+from kerasface.models.latse_recognizer import LATSERecognizer
 from kerasface.models.loading import load_embedding_model
 
-__all__ = ["DAILRecognizer", "FaceRecognizer", "load_embedding_model"]
+__all__ = ["DAILRecognizer", "FaceRecognizer", "LATSERecognizer", "load_embedding_model"]

@@ -15,6 +15,7 @@ from kerasface.heads.dataset_aware_head import DatasetAwareHead
 from kerasface.layers.dataset_classifier import DatasetClassifier
 from kerasface.models.dail_recognizer import DAILRecognizer
 from kerasface.models.face_recognizer import FaceRecognizer
+from kerasface.models.latse_recognizer import LATSERecognizer
 from kerasface.training.gradient_reversal_schedule import GradientReversalSchedule
 from kerasface.training.lr_schedule import build_lr_schedule
 from kerasface.training.strategy import make_strategy
@@ -89,9 +90,41 @@ def build_face_recognizer(recipe, num_classes, dataset_num_classes=None):
             f"`dail.gradient_reversal={dail.gradient_reversal}` needs two or more datasets "
             "(repeat --data, or data.root=(A, B)); got one"
         )
+    if recipe.latse.enabled:
+        if dataset_num_classes is not None and len(dataset_num_classes) > 1:
+            raise ValueError("`recipe.latse` (decoder or teacher) trains on one dataset; got several")
+        model = _latse_recognizer(recipe, backbone, head, num_classes, name)
+        model.build((None, 112, 112, 3))
+        return model
     model = FaceRecognizer(backbone, head, name=name)
     model.build((None, 112, 112, 3))
     return model
+
+
+def _latse_recognizer(recipe, backbone, head, num_classes, name):
+    from kerasface.backbones.resnet_decoder import ResNetDecoder
+    from kerasface.layers.identity_mean_images import IdentityMeanImages
+
+    latse = recipe.latse
+    decoder = mean_images = None
+    if latse.decoder:
+        decoder = ResNetDecoder(
+            embedding_size=recipe.model.embedding_size,
+            output_activation="sigmoid",
+            name="decoder",
+            **latse.decoder_kwargs,
+        )
+        mean_images = IdentityMeanImages(
+            num_classes,
+            resolution=latse.target_resolution,
+            momentum=latse.target_momentum,
+            storage_dtype=latse.target_dtype,
+            seed=recipe.train.seed,
+            name="mean_images",
+        )
+    return LATSERecognizer(
+        backbone, head, decoder=decoder, mean_images=mean_images, filter_mode=latse.filter_mode, name=f"{name}_latse"
+    )
 
 
 def open_training_source(recipe, out_dir=None):
@@ -177,12 +210,35 @@ def train(recipe, out_dir, verbose=1, print_fn=print, extra_callbacks=()):
         raise ValueError(f"`train.precision` must be one of {PRECISIONS}, got {recipe.train.precision!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if recipe.latse.teacher == "train":
+        recipe = _train_teacher(recipe, out_dir, verbose, print_fn)
     keras.utils.set_random_seed(recipe.train.seed)
     keras.mixed_precision.set_global_policy(recipe.train.precision)
     try:
         return _train(recipe, out_dir, verbose, print_fn, extra_callbacks)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def _train_teacher(recipe, out_dir, verbose, print_fn):
+    """LATSE stage 1: the recipe's head alone, into ``out_dir/teacher``; the recipe then names it."""
+    from kerasface.recipe import LATSEConfig
+
+    teacher_dir = out_dir / "teacher"
+    if (teacher_dir / "model.keras").is_file():
+        print_fn(f"LATSE stage 1: teacher already trained in {teacher_dir}")
+    else:
+        epochs = recipe.latse.teacher_epochs or recipe.train.epochs
+        print_fn(f"LATSE stage 1: training the teacher ({recipe.head.name} alone, {epochs} epochs) into {teacher_dir}")
+        teacher = dataclasses.replace(
+            recipe,
+            name=f"{recipe.name}_teacher",
+            train=dataclasses.replace(recipe.train, epochs=epochs),
+            latse=LATSEConfig(),
+        )
+        train(teacher, teacher_dir, verbose=verbose, print_fn=print_fn)
+        print_fn("LATSE stage 2: student and decoder, filtered by the teacher")
+    return dataclasses.replace(recipe, latse=dataclasses.replace(recipe.latse, teacher=str(teacher_dir)))
 
 
 def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
@@ -231,6 +287,27 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
         if isinstance(model, DAILRecognizer):
             model.compile_losses(
                 optimizer, dataset_loss_weight=recipe.dail.dataset_loss_weight, jit_compile=recipe.train.jit_compile
+            )
+        elif isinstance(model, LATSERecognizer):
+            latse = recipe.latse
+            if latse.teacher is not None:
+                from kerasface.training.teacher_filter import TeacherFilter
+
+                model.teacher_filter = TeacherFilter.from_model(
+                    latse.teacher,
+                    k=latse.teacher_k,
+                    num_classes=source.num_classes,
+                    source=source,
+                    label_map=out_dir / "label_map.json" if (out_dir / "label_map.json").is_file() else None,
+                    print_fn=print_fn,
+                    **latse.teacher_kwargs,
+                )
+            model.compile_losses(
+                optimizer,
+                generative_weight=latse.generative_weight,
+                l1_weight=latse.l1_weight,
+                ssim_weight=latse.ssim_weight,
+                jit_compile=recipe.train.jit_compile,
             )
         else:
             model.compile(
@@ -302,6 +379,16 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
             "crossing_dropout_p": recipe.dail.crossing_dropout_p,
             "gradient_reversal": recipe.dail.gradient_reversal,
             "switch_step": reversal[0].switch_step if reversal else None,
+        }
+    if isinstance(model, LATSERecognizer):
+        summary["latse"] = {
+            "decoder": model.decoder is not None,
+            "teacher": recipe.latse.teacher,
+            "teacher_k": recipe.latse.teacher_k,
+            "filter": model.teacher_filter.description if model.teacher_filter is not None else None,
+            "filter_mode": model.filter_mode,
+            "mean_images_bytes": None if model.mean_images is None
+            else model.mean_images.bytes_per_identity * model.mean_images.num_classes,
         }
     if verification is not None:
         summary["verification"] = {
