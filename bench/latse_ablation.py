@@ -71,6 +71,9 @@ def main(argv=None):
                         "of val identities at the early, middle and last checkpoints of --grid-method")
     parser.add_argument("--memory", action="store_true",
                         help="instead of training: the memory of the identity mean images at 10k/100k/1M identities")
+    parser.add_argument("--costs", action="store_true",
+                        help="instead of training: parameters and MACs of the student encoder and the decoder "
+                        "(small_cpu preset and paper settings)")
     parser.add_argument("--grid-method", default="ts_gen", choices=[m for m, s in METHODS.items() if "decoder=True" in
                                                                    " ".join(s["overrides"])])
     args = parser.parse_args(argv)
@@ -82,6 +85,8 @@ def main(argv=None):
 
     if args.memory:
         return memory_table(Path(args.json))
+    if args.costs:
+        return model_costs(Path(args.json))
     data = Path(args.data)
     runs = Path(args.runs_dir)
     noise = noisy_training_set(data, runs, args.noise, args.noise_seed)
@@ -264,6 +269,33 @@ def memory_table(results_path, identities=(10_000, 100_000, 1_000_000)):
     print("\n".join(lines))
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     results["memory"] = rows
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def model_costs(results_path):
+    """Parameters and MACs (batch 1) of the encoder and decoder of both settings, from the traced graph."""
+    from kerasface import backbones
+    from kerasface.backbones.resnet_decoder import ResNetDecoder
+    from kerasface.budget.flop_counter import count_macs
+    from kerasface.recipe import apply_overrides, load_recipe, preset_overrides
+
+    recipe_path = REPO / "recipes" / "latse.py"
+    settings = {"paper": load_recipe(recipe_path)}
+    settings["small_cpu"] = apply_overrides(settings["paper"], preset_overrides(recipe_path, "small_cpu"))
+    costs = {}
+    for name, recipe in settings.items():
+        encoder = backbones.get(recipe.model.backbone, embedding_size=recipe.model.embedding_size,
+                                **recipe.model.backbone_kwargs)
+        decoder = ResNetDecoder(embedding_size=recipe.model.embedding_size, output_activation="sigmoid",
+                                **recipe.latse.decoder_kwargs)
+        for part, model in (("encoder", encoder), ("decoder", decoder)):
+            cost = count_macs(model)
+            costs[f"{name}/{part}"] = {"params": int(cost.params), "macs": int(cost.macs), "flops": int(cost.flops)}
+            print(f"{name:9s} {part:7s} {cost.params / 1e6:7.2f}M params {cost.macs / 1e9:7.3f}G MACs")
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results["costs"] = costs
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps(results, indent=2))
     return 0

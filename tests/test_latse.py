@@ -441,6 +441,22 @@ def test_recipe_paper_defaults_and_presets():
         preset_overrides("latse", "huge")
 
 
+def test_cli_preset_comes_before_set():
+    import argparse
+
+    from kerasface.cli import train_command
+
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    recipe = train_command.recipe_from_args(
+        parser.parse_args(["recipes/latse.py", "--preset", "small_cpu", "--set", "train.epochs=3"])
+    )
+    assert recipe.model.backbone == "mobilenet_v1" and recipe.head.kwargs == {"a": 0.7, "b": 0.8}
+    assert recipe.train.epochs == 3  # --set wins over the preset's 8
+    with pytest.raises(ValueError, match="has no preset 'tiny'"):
+        train_command.recipe_from_args(parser.parse_args(["recipes/latse.py", "--preset", "tiny"]))
+
+
 def test_build_face_recognizer_makes_a_latse_model_from_the_recipe():
     from kerasface.recipe import apply_overrides, load_recipe
     from kerasface.training import build_face_recognizer
@@ -496,3 +512,28 @@ def test_seed_summary_statistics():
     assert (stats["accuracy"]["min"], stats["accuracy"]["max"], stats["accuracy"]["n"]) == (0.6, 0.8, 3)
     assert stats["precision"] == {"mean": 0.5, "std": None, "min": 0.5, "max": 0.5, "n": 1, "seeds": [1]}
     assert combined["commands"] == ["run 0", "run 1", "run 2"]
+
+
+def test_a_teacher_with_other_labels_falls_back_to_class_means(faces, tmp_path):
+    from kerasface import heads
+    from kerasface.data import FolderSource
+    from kerasface.models import FaceRecognizer
+
+    source = FolderSource(faces)
+    backbone = keras.Sequential([keras.Input((112, 112, 3)), keras.layers.AveragePooling2D(28),
+                                 keras.layers.Flatten(), keras.layers.Dense(4, name="embed")], name="teacher")
+    teacher = FaceRecognizer(backbone, heads.get("linearface", num_classes=5))
+    teacher.build((None, 112, 112, 3))
+    run = tmp_path / "teacher_run"
+    run.mkdir()
+    teacher.save(run / "model.keras")
+    (run / "label_map.json").write_text(json.dumps(source.label_map))
+    quiet = {"print_fn": lambda *_: None}
+    same = TeacherFilter.from_model(run, k=1, num_classes=5, source=source, label_map=source.label_map, **quiet)
+    assert "classifier head" in same.description
+    shuffled = dict(zip(source.label_map, reversed(list(source.label_map.values()))))
+    other = TeacherFilter.from_model(run, k=1, num_classes=5, source=source, label_map=shuffled, **quiet)
+    assert "nearest-class scores" in other.description and "not the student's" in other.description
+    assert other.class_centres.shape == (5, 4)
+    with pytest.raises(FileNotFoundError, match="no model.keras"):
+        TeacherFilter.from_model(tmp_path, k=1, num_classes=5, source=source, **quiet)
