@@ -11,6 +11,8 @@ fresh run per method, same seed, backbone, batch and number of steps (``recipes/
     gen           + generative decoder and GLoss against the identity mean image
     ts_gen        + both, k = 3 (LATSE)
     ts_sface_k1   + filter by a third-party teacher: OpenCV's SFace, nearest-class scores
+    linearface_x3 LinearFace for 3x the epochs: a better-trained teacher (and its own row)
+    ts_x3teacher_k3  + filter by that teacher, k = 3
 
 Reported: val_pairs 10-fold accuracy, TAR@FAR=1e-2 (val identities are disjoint from train),
 the share of samples filtered during training (with augmentation) and, on the un-augmented
@@ -45,6 +47,9 @@ METHODS = {
     "ts_gen": {"teacher": "own", "overrides": ["latse.decoder=True", "latse.teacher_k=3"]},
     "ts_sface_k1": {"teacher": "sface", "overrides": [
         "latse.decoder=False", "latse.teacher_k=1", "latse.teacher_kwargs={'runtime': 'opencv'}"]},
+    # A teacher trained three times longer (24 epochs), and the student it filters.
+    "linearface_x3": {"teacher": None, "overrides": ["latse.decoder=False", "train.epochs=24"]},
+    "ts_x3teacher_k3": {"teacher": "x3", "overrides": ["latse.decoder=False", "latse.teacher_k=3"]},
 }
 DEFAULT_METHODS = ["linearface", "ts_k1", "ts_k3", "gen", "ts_gen"]
 
@@ -120,10 +125,12 @@ def main(argv=None):
             print(f"{method}: already in {results_path}, skipped")
             continue
         spec = METHODS[method]
-        teacher_path = {"own": str(teacher), "sface": args.sface, None: None}[spec["teacher"]]
-        if spec["teacher"] == "own" and not (teacher / "model.keras").is_file():
-            raise SystemExit(f"{method}: the teacher {teacher} is not trained yet; run the linearface method first "
-                             "(seed 0) or give --teacher")
+        x3_teacher = runs / "linearface_x3_seed0"
+        teacher_path = {"own": str(teacher), "x3": str(x3_teacher), "sface": args.sface, None: None}[spec["teacher"]]
+        for kind, needed, first in (("own", teacher, "linearface"), ("x3", x3_teacher, "linearface_x3")):
+            if spec["teacher"] == kind and not (needed / "model.keras").is_file():
+                raise SystemExit(f"{method}: the teacher {needed} is not trained yet; run the {first} method first "
+                                 "(seed 0)" + (" or give --teacher" if kind == "own" else ""))
         recipe = apply_overrides(base, [*spec["overrides"], f"latse.teacher={teacher_path!r}"])
         recipe = dataclasses.replace(recipe, name=f"latse_{method}")
         started = time.time()

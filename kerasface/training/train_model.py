@@ -302,6 +302,11 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
                     print_fn=print_fn,
                     **latse.teacher_kwargs,
                 )
+                if recipe.train.jit_compile and not isinstance(model.teacher_filter.embed, keras.Model):
+                    raise ValueError(
+                        f"teacher {latse.teacher} runs outside TensorFlow (tf.numpy_function), which XLA "
+                        "cannot compile: set train.jit_compile=False or use a kerasface teacher"
+                    )
             model.compile_losses(
                 optimizer,
                 generative_weight=latse.generative_weight,
