@@ -20,7 +20,7 @@ last 10 images of each identity.
 Run: ``kerasface train recipes/latse.py --data FACES --out runs/latse``; a trained teacher
 instead of stage 1: ``--set latse.teacher=runs/linearface`` (or a peer ``.onnx``/``.tflite``
 face model). ``--preset small_cpu`` is the 2-core setting of bench/latse_ablation.py
-(MobileNetV1-0.5, 128-d, a quarter-width decoder; docs/latse.md has its results).
+(MobileNetV1-0.5, 128-d, an eighth-width decoder; docs/latse.md has its results).
 """
 
 from kerasface.recipe import DataConfig, HeadConfig, LATSEConfig, ModelConfig, OptimizerConfig, Recipe, TrainConfig
@@ -47,7 +47,7 @@ RECIPE = Recipe(
 )
 
 PRESETS = {
-    # Two CPU cores: a small encoder, a decoder with one block per stage at a quarter of the
+    # Two CPU cores: a small encoder, a decoder with one block per stage at an eighth of the
     # width, and a softer LinearFace (a=0.7, b=0.8: about ArcFace m=0.3's penalty at 90
     # degrees, still below cos(theta) everywhere and decreasing, LATSE's two principles)
     # at s=32, which converges from scratch in a few epochs.
@@ -62,7 +62,7 @@ PRESETS = {
         "optimizer.schedule=cosine",
         "optimizer.warmup_epochs=1.0",
         "train.epochs=8",
-        "latse.decoder_kwargs={'stage_blocks': (1, 1, 1, 1), 'stage_channels': (128, 64, 32, 16)}",
+        "latse.decoder_kwargs={'stage_blocks': (1, 1, 1, 1), 'stage_channels': (64, 32, 16, 8)}",
     ],
 }
 

@@ -66,6 +66,23 @@ def test_sim_loss_is_zero_for_identical_images_and_matches_numpy_ssim():
     assert 0.0 < min(expected) and max(expected) < 1.0
 
 
+def test_ssim_equals_tf_image_ssim_in_value_and_gradient():
+    from kerasface.losses import structural_similarity
+
+    rng = np.random.default_rng(4)
+    a = rng.uniform(size=(2, 28, 20, 3)).astype("float32")
+    b = np.clip(a + rng.normal(0, 0.2, a.shape), 0, 1).astype("float32")
+    np.testing.assert_allclose(structural_similarity(a, b), tf.image.ssim(a, b, max_val=1.0), atol=1e-5)
+    np.testing.assert_allclose(structural_similarity(a, b, max_val=2.0, filter_size=7),
+                               tf.image.ssim(a, b, max_val=2.0, filter_size=7), atol=1e-5)
+    x = tf.constant(b)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours = tf.reduce_sum(structural_similarity(a, x))
+        reference = tf.reduce_sum(tf.image.ssim(a, x, max_val=1.0))
+    np.testing.assert_allclose(tape.gradient(ours, x), tape.gradient(reference, x), atol=1e-6)
+
+
 def test_generative_loss_is_weighted_l1_plus_sim_loss():
     a, b = _images(seed=2), _images(seed=3)
     l1 = np.abs(a - b).mean(axis=(1, 2, 3))
