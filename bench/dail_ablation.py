@@ -297,12 +297,10 @@ def summarize(runs):
 
 
 def format_seed_table(combined):
+    from kerasface.benchmark import format_seed_cell
+
     def cell(stats, key):
-        if key not in stats:
-            return "—"
-        s = stats[key]
-        spread = f" ± {100 * s['std']:.2f}" if s["std"] is not None else ""
-        return f"{100 * s['mean']:.2f}{spread} ({100 * s['min']:.1f}–{100 * s['max']:.1f}, n={s['n']})"
+        return format_seed_cell(stats.get(key))
 
     lines = [
         "| method | val_pairs accuracy, mean ± std over seeds (min–max) | TAR@FAR=1e-2 | G_d train acc. | probe acc., single-dataset ids |",

@@ -199,10 +199,8 @@ def filter_quality(teacher, noise, teacher_kwargs=None, ks=(1, 3)):
     from kerasface.training import TeacherFilter
 
     source = FolderSource(noise.root)
-    label_map = Path(teacher) / "label_map.json" if Path(teacher).is_dir() else None
     teacher_filter = TeacherFilter.from_model(teacher, k=1, num_classes=source.num_classes, source=source,
-                                              label_map=source.label_map if label_map else None,
-                                              **(teacher_kwargs or {}))
+                                              label_map=source.label_map, **(teacher_kwargs or {}))
     features = embed_images(teacher_filter.embed, source.file_paths, batch_size=64)
     centres = np.asarray(teacher_filter.class_centres.numpy())
     scores = features @ centres.T
@@ -390,14 +388,12 @@ def summarize(runs):
 
 
 def format_seed_table(combined):
+    from kerasface.benchmark import format_seed_cell
+
     lines = ["| method | val_pairs accuracy, mean ± std over seeds (min–max, n) | TAR@FAR=1e-2 |", "|---|---:|---:|"]
     for method, stats in combined["summary"].items():
-        cells = []
-        for key in ("accuracy", "tar_at_far_1e-2"):
-            s = stats.get(key)
-            spread = f" ± {100 * s['std']:.2f}" if s and s["std"] is not None else ""
-            cells.append("—" if not s else f"{100 * s['mean']:.2f}{spread} ({100 * s['min']:.1f}–{100 * s['max']:.1f}, n={s['n']})")
-        lines.append(f"| {method} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {method} | {format_seed_cell(stats.get('accuracy'))} | "
+                     f"{format_seed_cell(stats.get('tar_at_far_1e-2'))} |")
     return "\n".join(lines)
 
 

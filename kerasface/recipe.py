@@ -271,10 +271,7 @@ def smoke_overrides(path_or_name=None):
     if path_or_name is None:
         return list(SMOKE_OVERRIDES)
     module = _load_module(path_or_name)
-    own = getattr(module, "SMOKE", ())
-    if isinstance(own, str) or not all(isinstance(item, str) for item in own):
-        raise ValueError(f"{path_or_name}: SMOKE must be a list of 'section.field=value' strings, got {own!r}")
-    return [*SMOKE_OVERRIDES, *own]
+    return [*SMOKE_OVERRIDES, *_override_list(getattr(module, "SMOKE", ()), f"{path_or_name}: SMOKE")]
 
 
 def preset_overrides(path_or_name, preset):
@@ -284,10 +281,14 @@ def preset_overrides(path_or_name, preset):
         raise ValueError(
             f"recipe {path_or_name or '(default)'} has no preset {preset!r}; presets: {', '.join(presets) or 'none'}"
         )
-    own = presets[preset]
-    if isinstance(own, str) or not all(isinstance(item, str) for item in own):
-        raise ValueError(f"{path_or_name}: PRESETS[{preset!r}] must be a list of 'section.field=value' strings")
-    return list(own)
+    return _override_list(presets[preset], f"{path_or_name}: PRESETS[{preset!r}]")
+
+
+def _override_list(value, what):
+    """``value`` as a list of override strings, or an error naming ``what``."""
+    if isinstance(value, str) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"{what} must be a list of 'section.field=value' strings, got {value!r}")
+    return list(value)
 
 
 def apply_overrides(recipe, overrides):

@@ -554,3 +554,15 @@ def test_a_teacher_with_other_labels_falls_back_to_class_means(faces, tmp_path):
     assert other.class_centres.shape == (5, 4)
     with pytest.raises(FileNotFoundError, match="no model.keras"):
         TeacherFilter.from_model(tmp_path, k=1, num_classes=5, source=source, **quiet)
+
+
+def test_malformed_smoke_and_preset_lists_name_the_recipe(tmp_path):
+    from kerasface.recipe import preset_overrides, smoke_overrides
+
+    recipe = tmp_path / "bad.py"
+    recipe.write_text("from kerasface.recipe import Recipe\nRECIPE = Recipe()\nSMOKE = 'train.epochs=1'\n"
+                      "PRESETS = {'fast': ['train.epochs=1', 3]}\n")
+    with pytest.raises(ValueError, match="bad.py: SMOKE must be a list of 'section.field=value' strings"):
+        smoke_overrides(recipe)
+    with pytest.raises(ValueError, match="bad.py: PRESETS\\['fast'\\] must be a list"):
+        preset_overrides(recipe, "fast")

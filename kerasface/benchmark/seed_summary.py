@@ -38,3 +38,11 @@ def summarize_seeds(runs, metrics):
             }
         summary[method] = stats
     return {"runs": runs, "summary": summary, "commands": [run.get("command") for run in runs]}
+
+
+def format_seed_cell(stats):
+    """One table cell for a metric's seed statistics (fractions shown as %): "65.27 ± 1.83 (63.1–66.9, n=3)"."""
+    if not stats:
+        return "—"
+    spread = f" ± {100 * stats['std']:.2f}" if stats["std"] is not None else ""
+    return f"{100 * stats['mean']:.2f}{spread} ({100 * stats['min']:.1f}–{100 * stats['max']:.1f}, n={stats['n']})"

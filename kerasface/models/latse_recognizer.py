@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from kerasface.heads.margin_head import _is_pair
 from kerasface.losses.generative_loss import GenerativeLoss
 from kerasface.losses.structural_similarity_loss import structural_similarity
 from kerasface.models.face_recognizer import FaceRecognizer, _normalized
@@ -81,8 +82,9 @@ class LATSERecognizer(FaceRecognizer):
         object.__setattr__(self, "_teacher_filter", value)
 
     def build(self, input_shape):
-        images_shape = input_shape[0] if _is_training_input(input_shape) else input_shape
-        super().build(images_shape if not _is_training_input(input_shape) else input_shape[:2])
+        training_input = _is_training_input(input_shape)
+        images_shape = input_shape[0] if training_input else input_shape
+        super().build(tuple(input_shape[:2]) if training_input else input_shape)
         embedding_shape = self.backbone.compute_output_shape(images_shape)
         if self.decoder is not None:
             if not self.decoder.built:
@@ -186,8 +188,6 @@ def unit_range(images):
 
 def _is_training_input(value):
     """True for ``(images, labels)`` or ``(images, labels, keep)`` (tensors or shapes)."""
-    return (
-        isinstance(value, (list, tuple))
-        and len(value) in (2, 3)
-        and all(isinstance(item, (list, tuple)) or hasattr(item, "shape") for item in value)
-    )
+    if isinstance(value, (list, tuple)) and len(value) == 3:
+        return _is_pair(value[:2]) and _is_pair(value[1:])
+    return _is_pair(value)

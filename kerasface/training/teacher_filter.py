@@ -8,8 +8,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from kerasface.data.preprocessing import PIXEL_MEAN, PIXEL_SCALE
 from kerasface.heads.margin_head import l2_normalize
+from kerasface.models.face_recognizer import _normalized
 
 
 class TeacherFilter:
@@ -59,7 +59,7 @@ class TeacherFilter:
 
     def embeddings(self, images):
         """The teacher's L2-normalised float32 embeddings (B, D) of a student batch."""
-        normalized = _normalized(images)
+        normalized = ops.cast(_normalized(images), "float32")
         if isinstance(self.embed, keras.Model):
             values = self.embed(normalized, training=False)
         else:
@@ -195,9 +195,3 @@ def _head_centres(recognizer, model, num_classes, label_map):
         if not teacher_map.is_file() or json.loads(teacher_map.read_text()) != label_map:
             return None, f"its labels ({teacher_map}) are not the student's"
     return np.asarray(ops.convert_to_numpy(kernel), "float32").T, ""
-
-
-def _normalized(images):
-    if images.dtype == "uint8":
-        return (ops.cast(images, "float32") - PIXEL_MEAN) / PIXEL_SCALE
-    return ops.cast(images, "float32")
