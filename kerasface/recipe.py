@@ -20,7 +20,9 @@ class DataConfig:
     proportion to its size); ``synthetic_datasets=2`` splits the synthetic identities into
     two such datasets that share a third of their identities. ``augmentation``
     is a ``FaceAugmentation.from_string`` spec (``augment=False`` turns it off); ``sampler``
-    is ``"shuffle"`` or ``"pk:PxK"``.
+    is ``"shuffle"`` or ``"pk:PxK"`` (P identities x K images per batch, LFRC's "batch id=K").
+    ``min_images_per_class`` cuts the long tail: identities with fewer images are left out
+    (:func:`kerasface.data.cut_long_tail`, LFRC Fig. 5).
     """
 
     root: Optional[str] = dataclasses.field(default=None, metadata={"many": True})
@@ -33,6 +35,7 @@ class DataConfig:
     synthetic_dir: str = "~/.cache/kerasface/synthetic"
     synthetic_datasets: int = 1
     dataset_weights: Optional[tuple] = None
+    min_images_per_class: Optional[int] = None
 
     def __post_init__(self):
         if isinstance(self.root, list):
@@ -52,11 +55,17 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """A registered backbone; ``backbone_kwargs`` go to its constructor (e.g. width_multiplier)."""
+    """A registered backbone; ``backbone_kwargs`` go to its constructor (e.g. width_multiplier).
+
+    ``budget`` holds limits for :func:`kerasface.budget.check` (``max_macs``, ``max_flops``,
+    ``max_params``, ``max_size_mb``, e.g. ``{'max_macs': '500M', 'max_size_mb': 20}``),
+    counted on the backbone at batch 1 before training: a backbone over budget stops the run.
+    """
 
     backbone: str = "mobilefacenet"
     embedding_size: int = 512
     backbone_kwargs: dict = dataclasses.field(default_factory=dict)
+    budget: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +88,9 @@ class OptimizerConfig:
 
     ``schedule`` is "cosine" (to 0 over the run, after ``warmup_epochs`` linear warm-up)
     or "piecewise" (multiply by ``decay_factor`` at each of ``decay_epochs``).
+    ``weight_decay_multipliers`` scales the weight decay of the variables whose path matches
+    a regular expression (``{'neck_linear': 10.0}``: AirFace's x10 on the layer into the
+    embedding; 0 turns decay off); see :class:`kerasface.training.MultipliedDecaySGD`.
     """
 
     lr: float = 0.1
@@ -88,13 +100,18 @@ class OptimizerConfig:
     warmup_epochs: float = 1.0
     decay_epochs: tuple = (10, 16, 18)
     decay_factor: float = 0.1
+    weight_decay_multipliers: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """The training loop. ``init_from`` starts the backbone from a trained model (a ``.keras``
     file or run directory with the same backbone), as DAIL fine-tunes a pre-trained ArcFace
-    model; ignored when a run resumes from its own backup."""
+    model, and with ``init_head`` the head's class centres too when their shape matches (a
+    progressive stage continues its predecessor); ignored when a run resumes from its own
+    backup. ``loss`` is "crossentropy" or "class_balanced"
+    (:class:`kerasface.losses.ClassBalancedCrossentropy`, LFRC eq. 9, with the training set's
+    class counts; ``loss_kwargs`` e.g. ``{'beta': 0.999}``)."""
 
     epochs: int = 20
     steps_per_epoch: Optional[int] = None
@@ -103,6 +120,9 @@ class TrainConfig:
     strategy: str = "auto"
     jit_compile: bool = False
     init_from: Optional[str] = None
+    init_head: bool = False
+    loss: str = "crossentropy"
+    loss_kwargs: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +230,39 @@ class LATSEConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """Distillation from a teacher's embeddings (:class:`kerasface.models.Distiller`).
+
+    ``teacher`` turns it on: a kerasface run directory or ``.keras`` file, a kerasface
+    SavedModel directory, or a third-party ``.onnx``/``.tflite`` face model
+    (``teacher_kwargs`` go to :class:`kerasface.evaluation.PeerModel`, e.g.
+    ``{'runtime': 'opencv'}``). The student learns ``feature_weight`` x the ``feature_loss``
+    ("cosine" or "l2") to the teacher's embedding of each face, plus ``similarity_weight`` x
+    the batch similarity-matrix term, plus ``margin_weight`` x the recipe's margin head
+    (0: no head at all, the labels are not needed by the loss). ``precompute=True`` embeds
+    the training set (and its mirror images) once into ``cache_dir`` (None:
+    ``<out>/teacher_embeddings``), resumable; False runs the teacher on every batch, which
+    sees the augmented faces but costs a teacher forward pass per step. The pipeline's flip
+    probability (``data.augmentation``) is applied in the model's step so that a mirrored
+    face meets its mirror image's teacher embedding.
+    """
+
+    teacher: Optional[str] = None
+    teacher_kwargs: dict = dataclasses.field(default_factory=dict)
+    precompute: bool = True
+    cache_dir: Optional[str] = None
+    feature_loss: str = "cosine"
+    feature_weight: float = 1.0
+    margin_weight: float = 0.0
+    similarity_weight: float = 0.0
+
+    @property
+    def enabled(self):
+        """True when the recipe distils from a teacher."""
+        return self.teacher is not None
+
+
+@dataclasses.dataclass(frozen=True)
 class Recipe:
     """A complete training configuration: data, model, head, optimizer, training loop, evaluation."""
 
@@ -222,6 +275,7 @@ class Recipe:
     eval: EvalConfig = EvalConfig()
     dail: DAILConfig = DAILConfig()
     latse: LATSEConfig = LATSEConfig()
+    distill: DistillConfig = DistillConfig()
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -239,6 +293,20 @@ def load_recipe(path_or_name=None):
     if not isinstance(recipe, Recipe):
         raise ValueError(f"{module.__file__}: must define RECIPE = kerasface.recipe.Recipe(...), got {type(recipe).__name__}")
     return recipe
+
+
+def load_schedule(path_or_name=None):
+    """The recipe file's ``SCHEDULE`` (a :class:`kerasface.training.ProgressiveSchedule`), or None."""
+    if path_or_name is None:
+        return None
+    schedule = getattr(_load_module(path_or_name), "SCHEDULE", None)
+    if schedule is None:
+        return None
+    from kerasface.training.progressive_schedule import ProgressiveSchedule
+
+    if not isinstance(schedule, ProgressiveSchedule):
+        raise ValueError(f"{path_or_name}: SCHEDULE must be a ProgressiveSchedule, got {type(schedule).__name__}")
+    return schedule
 
 
 def _load_module(path_or_name):

@@ -18,9 +18,9 @@ def add_arguments(parser):
     parser.add_argument("--smoke", action="store_true",
                         help="a few steps on small batches to check that the recipe runs end to end "
                         "(the recipe file's SMOKE overrides, then your --set)")
-    parser.add_argument("--preset", default=None, metavar="NAME",
-                        help="apply the recipe file's named preset (its PRESETS dict, e.g. small_cpu) "
-                        "before --smoke and --set")
+    parser.add_argument("--preset", "--scale", dest="preset", default=None, metavar="NAME",
+                        help="apply the recipe file's named preset (its PRESETS dict, e.g. small_cpu, or a "
+                        "training-set scale such as ms1m) before --smoke and --set")
     parser.add_argument("--out", default=None, help="run directory (default: runs/<recipe name>); "
                         "rerunning with the same --out resumes from the last finished epoch")
     parser.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
@@ -34,9 +34,19 @@ def add_arguments(parser):
 
 
 def recipe_from_args(args):
+    return finalize_recipe(base_recipe_from_args(args), args)
+
+
+def base_recipe_from_args(args):
+    """The recipe file's recipe with its preset: what a progressive schedule's stages start from."""
     recipe = load_recipe(args.recipe)
     if getattr(args, "preset", None):
         recipe = apply_overrides(recipe, preset_overrides(args.recipe, args.preset))
+    return recipe
+
+
+def finalize_recipe(recipe, args):
+    """--smoke, --set, --data and the shortcuts, applied last."""
     if args.smoke:
         recipe = apply_overrides(recipe, smoke_overrides(args.recipe))
     recipe = apply_overrides(recipe, args.overrides)
@@ -56,8 +66,21 @@ def recipe_from_args(args):
 
 
 def run(args):
+    from kerasface.recipe import load_schedule
     from kerasface.training import train
 
+    schedule = load_schedule(args.recipe)
+    if schedule is not None:
+        base = base_recipe_from_args(args)
+        out_dir = args.out or f"runs/{base.name}"
+        records = schedule.run(base, out_dir, finalize=lambda recipe: finalize_recipe(recipe, args),
+                               verbose=2 if args.quiet else 1)
+        for record in records:
+            best = (record.get("verification") or {}).get("best") or {}
+            shown = f"best {best.get('value'):.4f} at epoch {best.get('epoch')}" if best.get("value") is not None else ""
+            print(f"stage {record['stage']}: {record['dir']} {shown}")
+        print(f"done: {len(records)} stages in {out_dir} (progressive.json)")
+        return 0
     recipe = recipe_from_args(args)
     out_dir = args.out or f"runs/{recipe.name}"
     result = train(recipe, out_dir, verbose=2 if args.quiet else 1)

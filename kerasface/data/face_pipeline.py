@@ -51,6 +51,11 @@ class FacePipeline:
             ``kerasface.losses.class_balanced_weights``).
         with_dataset_index: yield ``({"images": x, "dataset": d}, labels)``, the dataset index
             of each sample taken from a combined source (for dataset-aware training).
+        record_features: optional ``{name: array}``, each array with one row per record
+            (``source.num_records`` first); batches then carry ``{"images": x, name: rows}``,
+            the rows of the records in the batch (e.g. a teacher's precomputed embeddings
+            for :class:`kerasface.models.Distiller`; ``{"record": np.arange(n)}`` gives the
+            record indices). The arrays stay in host memory, gathered per batch.
         normalize: yield float32 ``(x - 127.5) / 128`` images; False yields the uint8 pixels,
             4x less data to move, for models that normalise on the device
             (:class:`kerasface.models.FaceRecognizer` does). On this 2-core machine the
@@ -76,6 +81,7 @@ class FacePipeline:
         drop_remainder=True,
         class_weights=None,
         with_dataset_index=False,
+        record_features=None,
         start_epoch=0,
         normalize=True,
     ):
@@ -106,6 +112,7 @@ class FacePipeline:
                     f"{class_weights.shape}"
                 )
         self.class_weights = class_weights
+        self.record_features = _check_record_features(record_features, source)
         if with_dataset_index and not hasattr(source, "dataset_indices"):
             raise ValueError(
                 f"{source.name}: `with_dataset_index` needs a combined source "
@@ -127,6 +134,9 @@ class FacePipeline:
             self._datasets = (
                 tf.constant(source.dataset_indices, tf.int32) if with_dataset_index else None
             )
+            self._record_features = {
+                name: tf.constant(values) for name, values in self.record_features.items()
+            }
 
     @property
     def steps_per_epoch(self):
@@ -355,13 +365,36 @@ class FacePipeline:
         images = tf.ensure_shape(images, [full_size, IMAGE_SIZE, IMAGE_SIZE, 3])
         labels = tf.ensure_shape(labels, [full_size])
         inputs = images
-        if self.with_dataset_index:
-            datasets = tf.gather(self._datasets, ids)
-            inputs = {"images": images, "dataset": datasets}
+        if self.with_dataset_index or self._record_features:
+            inputs = {"images": images}
+            if self.with_dataset_index:
+                inputs["dataset"] = tf.gather(self._datasets, ids)
+            for name, values in self._record_features.items():
+                inputs[name] = tf.gather(values, ids)
         if self.class_weights is not None:
             weights = tf.gather(tf.constant(self.class_weights), labels)
             return inputs, labels, weights
         return inputs, labels
+
+
+def _check_record_features(record_features, source):
+    """``record_features`` as ``{name: array}`` with one row per record, or an error naming it."""
+    if record_features is None:
+        return {}
+    if not isinstance(record_features, dict):
+        raise TypeError(f"`record_features` must be a dict of arrays, got {type(record_features).__name__}")
+    checked = {}
+    for name, values in record_features.items():
+        if name in ("images", "dataset"):
+            raise ValueError(f"`record_features` name {name!r} is taken by the pipeline; choose another")
+        values = np.asarray(values)
+        if values.ndim < 1 or len(values) != source.num_records:
+            raise ValueError(
+                f"{source.name}: `record_features[{name!r}]` must have one row per record "
+                f"({source.num_records}), got shape {values.shape}"
+            )
+        checked[name] = values
+    return checked
 
 
 def _refill(good, images, ids, labels):

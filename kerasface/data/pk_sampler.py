@@ -17,7 +17,8 @@ class PKSampler(Sampler):
     other, so slicing a batch between workers on multiples of K keeps identities whole.
 
     Args:
-        identities_per_batch: P.
+        identities_per_batch: P, or None for ``batch_size // K`` (``"pk:K"`` from a string:
+            "K images per identity" whatever the batch size, LFRC's "batch id=4").
         images_per_identity: K; the batch size must be P * K.
     """
 
@@ -25,16 +26,19 @@ class PKSampler(Sampler):
 
     def __init__(self, identities_per_batch, images_per_identity):
         for name, value in (
-            ("identities_per_batch", identities_per_batch),
+            ("identities_per_batch", 1 if identities_per_batch is None else identities_per_batch),
             ("images_per_identity", images_per_identity),
         ):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"`{name}` must be an int >= 1, got {value!r}")
-        self.identities_per_batch = int(identities_per_batch)
+        self.identities_per_batch = None if identities_per_batch is None else int(identities_per_batch)
         self.images_per_identity = int(images_per_identity)
 
+    def _p(self, batch_size):
+        return self.identities_per_batch or max(1, int(batch_size) // self.images_per_identity)
+
     def check(self, source, batch_size, num_shards=1):
-        p, k = self.identities_per_batch, self.images_per_identity
+        p, k = self._p(batch_size), self.images_per_identity
         if batch_size != p * k:
             raise ValueError(
                 f"PK sampling with P={p} identities x K={k} images needs batch_size {p * k}, "
@@ -53,10 +57,10 @@ class PKSampler(Sampler):
             )
 
     def steps_per_epoch(self, source, batch_size, drop_remainder):
-        return int(np.count_nonzero(source.class_counts())) // self.identities_per_batch
+        return int(np.count_nonzero(source.class_counts())) // self._p(batch_size)
 
     def epoch_batches(self, source, batch_size, seed, drop_remainder):
-        p, k = self.identities_per_batch, self.images_per_identity
+        p, k = self._p(batch_size), self.images_per_identity
         counts = source.class_counts()
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         present = np.flatnonzero(counts).astype(np.int64)

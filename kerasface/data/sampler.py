@@ -58,7 +58,8 @@ def get_sampler(spec):
     """A :class:`Sampler` from an instance or a string.
 
     Strings: ``"shuffle"`` (default), ``"sequential"``, ``"weighted"`` (datasets of a
-    combined source drawn by its weights), ``"pk:PxK"`` (P identities x K images).
+    combined source drawn by its weights), ``"pk:PxK"`` (P identities x K images) or
+    ``"pk:K"`` (K images per identity, P = batch size / K).
     """
     from kerasface.data.dataset_weighted_sampler import DatasetWeightedSampler
     from kerasface.data.pk_sampler import PKSampler
@@ -76,11 +77,13 @@ def get_sampler(spec):
         return ShuffleSampler(shuffle=False)
     if spec == "weighted":
         return DatasetWeightedSampler()
+    if spec.startswith("pk:") and spec[3:].isdigit():
+        return PKSampler(None, int(spec[3:]))
     if spec.startswith("pk:"):
         p, sep, k = spec[3:].partition("x")
         if not sep or not p.isdigit() or not k.isdigit():
             raise ValueError(f"`sampler` 'pk:PxK' needs two integers, e.g. 'pk:32x4'; got {spec!r}")
         return PKSampler(int(p), int(k))
     raise ValueError(
-        f"unknown sampler {spec!r}; expected 'shuffle', 'sequential', 'weighted' or 'pk:PxK'"
+        f"unknown sampler {spec!r}; expected 'shuffle', 'sequential', 'weighted', 'pk:PxK' or 'pk:K'"
     )

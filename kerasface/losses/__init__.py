@@ -1,11 +1,12 @@
 """Losses beyond the heads' softmax: class-balanced cross-entropy, LFRC's intra/inter-class terms,
-LATSE's generative loss (L1 + SSIM)."""
+LATSE's generative loss (L1 + SSIM), embedding distillation."""
 
 from kerasface.losses.class_balanced_crossentropy import (
     ClassBalancedCrossentropy,
     class_balanced_weights,
     class_counts,
 )
+from kerasface.losses.embedding_distillation_loss import EmbeddingDistillationLoss, teacher_cosine
 from kerasface.losses.generative_loss import GenerativeLoss
 from kerasface.losses.inter_class_loss import batch_inter_class_loss, inter_class_loss, nearest_other_center
 from kerasface.losses.intra_class_loss import intra_class_loss
@@ -13,6 +14,7 @@ from kerasface.losses.structural_similarity_loss import StructuralSimilarityLoss
 
 __all__ = [
     "ClassBalancedCrossentropy",
+    "EmbeddingDistillationLoss",
     "GenerativeLoss",
     "StructuralSimilarityLoss",
     "batch_inter_class_loss",
@@ -22,4 +24,5 @@ __all__ = [
     "intra_class_loss",
     "nearest_other_center",
     "structural_similarity",
+    "teacher_cosine",
 ]

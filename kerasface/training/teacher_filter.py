@@ -59,15 +59,7 @@ class TeacherFilter:
 
     def embeddings(self, images):
         """The teacher's L2-normalised float32 embeddings (B, D) of a student batch."""
-        normalized = ops.cast(_normalized(images), "float32")
-        if isinstance(self.embed, keras.Model):
-            values = self.embed(normalized, training=False)
-        else:
-            values = tf.numpy_function(
-                lambda batch: np.asarray(self.embed(batch), dtype="float32"), [normalized], tf.float32
-            )
-            values = tf.ensure_shape(values, (None, self.embedding_size))
-        return ops.stop_gradient(l2_normalize(ops.cast(values, "float32")))
+        return teacher_embeddings_in_graph(self.embed, images, self.embedding_size)
 
     def scores(self, images):
         """Cosine between the teacher's embedding of each image and each class centre, (B, C)."""
@@ -103,7 +95,7 @@ class TeacherFilter:
         from kerasface.models.face_recognizer import FaceRecognizer
 
         name = str(model) if isinstance(model, (str, Path)) else getattr(model, "name", "teacher")
-        embed, recognizer = _open_teacher(model, peer_options)
+        embed, recognizer = open_teacher(model, peer_options)
         centres, why = None, ""
         if isinstance(recognizer, FaceRecognizer):
             centres, why = _head_centres(recognizer, model, num_classes, label_map)
@@ -120,6 +112,22 @@ class TeacherFilter:
             description = f"{name}: its classifier head (top-{k} of its softmax)"
         print_fn(f"teacher filter: {description}, k={k}")
         return cls(embed, centres, k=k, description=description)
+
+
+def teacher_embeddings_in_graph(embed, images, embedding_size=None):
+    """A frozen teacher's L2-normalised float32 embeddings (B, D) of a training batch.
+
+    ``images`` are uint8 pixels or normalised floats. A Keras ``embed`` runs in the graph;
+    any other callable (a :class:`PeerModel`, a SavedModel runner) runs on the host through
+    ``tf.numpy_function`` (outside XLA) and must give ``embedding_size``-d rows.
+    """
+    normalized = ops.cast(_normalized(images), "float32")
+    if isinstance(embed, keras.Model):
+        values = embed(normalized, training=False)
+    else:
+        values = tf.numpy_function(lambda batch: np.asarray(embed(batch), dtype="float32"), [normalized], tf.float32)
+        values = tf.ensure_shape(values, (None, embedding_size))
+    return ops.stop_gradient(l2_normalize(ops.cast(values, "float32")))
 
 
 def class_centres_from_images(embed, files, labels, num_classes, batch_size=64):
@@ -148,8 +156,15 @@ def _class_means(features, labels, num_classes, mask):
     return (sums / norms).astype("float32")
 
 
-def _open_teacher(model, peer_options):
-    """(embed function, the full FaceRecognizer when there is one)."""
+def open_teacher(model, peer_options):
+    """(embed function, the full FaceRecognizer when there is one) of a teacher.
+
+    ``model``: a loaded ``FaceRecognizer`` or embedding ``keras.Model``; a kerasface run
+    directory or ``.keras`` file (run in the graph); a peer ``.onnx``/``.tflite`` file
+    (:class:`PeerModel`, ``peer_options`` apply); or a SavedModel directory from
+    ``kerasface export`` (its ``embed_normalized`` signature). The embed function takes
+    normalised float32 images.
+    """
     from kerasface.evaluation.peer_model import PEER_SUFFIXES, open_embedder
     from kerasface.models.face_recognizer import FaceRecognizer
     from kerasface.models.loading import resolve_model_file
@@ -161,6 +176,12 @@ def _open_teacher(model, peer_options):
     path = Path(model)
     if path.suffix.lower() in PEER_SUFFIXES:
         return open_embedder(path, **peer_options), None
+    if (path / "saved_model.pb").is_file():
+        from kerasface.export.runtimes import SavedModelRunner
+
+        if peer_options:
+            raise ValueError(f"teacher {path}: peer options {sorted(peer_options)} apply only to .onnx/.tflite teachers")
+        return SavedModelRunner(path), None
     if peer_options:
         raise ValueError(f"teacher {path}: peer options {sorted(peer_options)} apply only to .onnx/.tflite teachers")
     full = path / "model.keras" if path.is_dir() else resolve_model_file(path)

@@ -23,6 +23,7 @@ from kerasface.training.throughput_logger import ThroughputLogger
 from kerasface.training.verification_callback import VerificationCallback
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+LOSSES = ("crossentropy", "class_balanced")
 
 
 @dataclasses.dataclass
@@ -46,8 +47,11 @@ class TrainResult:
     initial_epoch: int
 
 
-def build_face_recognizer(recipe, num_classes, dataset_num_classes=None):
+def build_face_recognizer(recipe, num_classes, dataset_num_classes=None, teacher_size=None):
     """The ``FaceRecognizer`` a recipe describes, for ``num_classes`` identities.
+
+    With ``recipe.distill.teacher`` set it is a :class:`kerasface.models.Distiller` whose
+    teacher gives ``teacher_size``-d embeddings (None: the student's size).
 
     With ``dataset_num_classes`` listing two or more datasets (their label ranges, in
     order), ``recipe.dail`` applies: the head is wrapped in a ``DatasetAwareHead`` and/or the
@@ -62,6 +66,8 @@ def build_face_recognizer(recipe, num_classes, dataset_num_classes=None):
     backbone = backbones.get(
         recipe.model.backbone, embedding_size=recipe.model.embedding_size, **recipe.model.backbone_kwargs
     )
+    if recipe.model.budget:
+        check_budget(backbone, recipe)
     head = heads.get(recipe.head.name, **head_kwargs)
     name = f"{recipe.model.backbone}_{recipe.head.name}"
     dail = recipe.dail
@@ -90,6 +96,23 @@ def build_face_recognizer(recipe, num_classes, dataset_num_classes=None):
             f"`dail.gradient_reversal={dail.gradient_reversal}` needs two or more datasets "
             "(repeat --data, or data.root=(A, B)); got one"
         )
+    if recipe.distill.enabled:
+        if dataset_num_classes is not None and len(dataset_num_classes) > 1:
+            raise ValueError("`recipe.distill` trains on one dataset; got several")
+        if recipe.latse.enabled:
+            raise ValueError("`recipe.distill` and `recipe.latse` cannot be combined in one run")
+        from kerasface.models.distiller import Distiller
+
+        model = Distiller(
+            backbone,
+            head if recipe.distill.margin_weight > 0 else None,
+            teacher_size=teacher_size,
+            flip=_flip_probability(recipe),
+            seed=recipe.train.seed,
+            name=f"{recipe.model.backbone}_distilled",
+        )
+        model.build((None, 112, 112, 3))
+        return model
     if recipe.latse.enabled:
         if dataset_num_classes is not None and len(dataset_num_classes) > 1:
             raise ValueError("`recipe.latse` (decoder or teacher) trains on one dataset; got several")
@@ -99,6 +122,68 @@ def build_face_recognizer(recipe, num_classes, dataset_num_classes=None):
     model = FaceRecognizer(backbone, head, name=name)
     model.build((None, 112, 112, 3))
     return model
+
+
+def check_budget(backbone, recipe):
+    """Raise when the backbone exceeds ``recipe.model.budget`` (counted at batch 1)."""
+    from kerasface.budget.budget_check import check
+
+    report = check(backbone, input_shape=(112, 112, 3), **recipe.model.budget)
+    if not report.within_budget:
+        raise ValueError(
+            f"recipe {recipe.name}: backbone {recipe.model.backbone} {recipe.model.backbone_kwargs or ''} is over "
+            f"its budget {recipe.model.budget}: {'; '.join(report.violations)}"
+        )
+    return report
+
+
+def _flip_probability(recipe):
+    from kerasface.data.face_augmentation import FaceAugmentation
+
+    if not recipe.data.augment:
+        return 0.0
+    return float(FaceAugmentation.from_string(recipe.data.augmentation).flip)
+
+
+def _batch_augmentation(recipe):
+    """The pipeline's augmentation: the recipe's, less the flip when a Distiller flips in its step."""
+    if not recipe.data.augment:
+        return None
+    if not recipe.distill.enabled:
+        return recipe.data.augmentation
+    from kerasface.data.face_augmentation import FaceAugmentation
+
+    augmentation = FaceAugmentation.from_string(recipe.data.augmentation)
+    config = dict(augmentation.get_config(), flip=0.0)
+    augmentation = FaceAugmentation.from_config(config)
+    return augmentation if augmentation.enabled_ops else None
+
+
+def _prepare_teacher(recipe, source, out_dir, print_fn):
+    """(record_features for the pipeline, the teacher's embedding size, the teacher run per batch)."""
+    from kerasface.training.teacher_embeddings import precompute_teacher_embeddings
+    from kerasface.training.teacher_filter import open_teacher
+
+    distill = recipe.distill
+    if distill.precompute:
+        cached = precompute_teacher_embeddings(
+            distill.teacher,
+            source,
+            distill.cache_dir or out_dir / "teacher_embeddings",
+            mirror=_flip_probability(recipe) > 0,
+            print_fn=print_fn,
+            **distill.teacher_kwargs,
+        )
+        return {"teacher": cached.embeddings}, cached.embedding_size, None
+    embed, _ = open_teacher(distill.teacher, dict(distill.teacher_kwargs))
+    size = embed.output_shape[-1] if isinstance(embed, keras.Model) else embed.embedding_size
+    if recipe.train.jit_compile and not isinstance(embed, keras.Model):
+        raise ValueError(
+            f"teacher {distill.teacher} runs outside TensorFlow (tf.numpy_function), which XLA cannot "
+            "compile: set train.jit_compile=False, distill.precompute=True or use a kerasface teacher"
+        )
+    print_fn(f"distillation: teacher {distill.teacher} runs on every batch ({size}-d)")
+    return None, int(size), embed
 
 
 def _latse_recognizer(recipe, backbone, head, num_classes, name):
@@ -208,6 +293,8 @@ def train(recipe, out_dir, verbose=1, print_fn=print, extra_callbacks=()):
     """
     if recipe.train.precision not in PRECISIONS:
         raise ValueError(f"`train.precision` must be one of {PRECISIONS}, got {recipe.train.precision!r}")
+    if recipe.train.loss not in LOSSES:
+        raise ValueError(f"`train.loss` must be one of {LOSSES}, got {recipe.train.loss!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if recipe.latse.teacher == "train":
@@ -247,15 +334,24 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
     strategy = make_strategy(recipe.train.strategy)
     batch_size = recipe.data.batch_size
     source = open_training_source(recipe, out_dir)
+    if recipe.data.min_images_per_class is not None:
+        from kerasface.data.class_subset import cut_long_tail
+
+        source = cut_long_tail(source, recipe.data.min_images_per_class)
+        print_fn(source.summary())
     dataset_num_classes = getattr(source, "dataset_num_classes", None)
     sampler = recipe.data.sampler
     if recipe.data.dataset_weights is not None and sampler == "shuffle":
         sampler = "weighted"
+    record_features = teacher_size = teacher = None
+    if recipe.distill.enabled:
+        record_features, teacher_size, teacher = _prepare_teacher(recipe, source, out_dir, print_fn)
     pipeline = FacePipeline(
         source,
         batch_size=batch_size,
         sampler=sampler,
-        augmentation=recipe.data.augmentation if recipe.data.augment else None,
+        augmentation=_batch_augmentation(recipe),
+        record_features=record_features,
         seed=recipe.train.seed,
         # Always repeat and give fit an exact step count: skipped files make the cardinality
         # unknown, and then Keras runs one extra (empty) step per epoch and the LR schedule drifts.
@@ -275,16 +371,38 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
         print_fn(_describe_datasets(recipe, source, total_steps))
 
     with strategy.scope():
-        model = build_face_recognizer(recipe, source.num_classes, dataset_num_classes)
+        model = build_face_recognizer(recipe, source.num_classes, dataset_num_classes, teacher_size=teacher_size)
         if recipe.train.init_from:
-            init_backbone(model, recipe.train.init_from, print_fn)
+            init_backbone(model, recipe.train.init_from, print_fn, head=recipe.train.init_head)
         schedule = build_lr_schedule(recipe.optimizer, steps_per_epoch, recipe.train.epochs)
-        optimizer = keras.optimizers.SGD(
-            learning_rate=schedule,
-            momentum=recipe.optimizer.momentum,
-            weight_decay=recipe.optimizer.weight_decay,
-        )
-        if isinstance(model, DAILRecognizer):
+        optimizer_kwargs = {
+            "learning_rate": schedule,
+            "momentum": recipe.optimizer.momentum,
+            "weight_decay": recipe.optimizer.weight_decay,
+        }
+        if recipe.optimizer.weight_decay_multipliers:
+            from kerasface.training.multiplied_decay_sgd import MultipliedDecaySGD
+
+            optimizer = MultipliedDecaySGD(
+                weight_decay_multipliers=recipe.optimizer.weight_decay_multipliers, **optimizer_kwargs
+            )
+        else:
+            optimizer = keras.optimizers.SGD(**optimizer_kwargs)
+        if recipe.train.loss != "crossentropy" and type(model) is not FaceRecognizer:
+            raise ValueError(
+                f"`train.loss={recipe.train.loss}` applies to a plain margin-head model, not {type(model).__name__}"
+            )
+        if recipe.distill.enabled:
+            model.teacher = teacher
+            model.compile_losses(
+                optimizer,
+                feature_loss=recipe.distill.feature_loss,
+                feature_weight=recipe.distill.feature_weight,
+                margin_weight=recipe.distill.margin_weight,
+                similarity_weight=recipe.distill.similarity_weight,
+                jit_compile=recipe.train.jit_compile,
+            )
+        elif isinstance(model, DAILRecognizer):
             model.compile_losses(
                 optimizer, dataset_loss_weight=recipe.dail.dataset_loss_weight, jit_compile=recipe.train.jit_compile
             )
@@ -317,7 +435,7 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
         else:
             model.compile(
                 optimizer=optimizer,
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                loss=_identity_loss(recipe, source),
                 metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                 jit_compile=recipe.train.jit_compile,
             )
@@ -395,6 +513,15 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
             "mean_images_bytes": None if model.mean_images is None
             else model.mean_images.bytes_per_identity * model.mean_images.num_classes,
         }
+    if recipe.distill.enabled:
+        summary["distill"] = {
+            "teacher": recipe.distill.teacher,
+            "teacher_size": teacher_size,
+            "precomputed": recipe.distill.precompute,
+            "feature_loss": recipe.distill.feature_loss,
+            "margin_weight": recipe.distill.margin_weight,
+            "projection": model.projection is not None,
+        }
     if verification is not None:
         summary["verification"] = {
             "metric": verification.metric_label,
@@ -413,6 +540,16 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
         bad_records=pipeline.bad_records(),
         initial_epoch=initial_epoch,
     )
+
+
+def _identity_loss(recipe, source):
+    if recipe.train.loss == "class_balanced":
+        from kerasface.losses.class_balanced_crossentropy import ClassBalancedCrossentropy
+
+        return ClassBalancedCrossentropy(source.class_counts(), **recipe.train.loss_kwargs)
+    if recipe.train.loss_kwargs:
+        raise ValueError(f"`train.loss_kwargs` {recipe.train.loss_kwargs} given for the plain cross-entropy")
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def _describe_datasets(recipe, source, total_steps):
@@ -438,8 +575,13 @@ def _describe_datasets(recipe, source, total_steps):
     return f"{source.num_datasets} datasets ({parts}); {loss}; {adversary}"
 
 
-def init_backbone(model, path, print_fn=print):
-    """Copy a trained model's backbone weights into ``model.backbone`` (shapes must match)."""
+def init_backbone(model, path, print_fn=print, head=False):
+    """Copy a trained model's backbone weights into ``model.backbone`` (shapes must match).
+
+    With ``head``, the trained model's head kernel (its class centres) too, when ``path`` holds
+    a full model whose head has the same kernel shape; otherwise the head starts fresh, and
+    the reason is printed.
+    """
     from kerasface.models.loading import load_embedding_model
 
     trained = load_embedding_model(path)
@@ -455,6 +597,24 @@ def init_backbone(model, path, print_fn=print):
         )
     model.backbone.set_weights(weights)
     print_fn(f"backbone initialised from {path}")
+    if head:
+        _init_head(model, path, print_fn)
+
+
+def _init_head(model, path, print_fn):
+    from kerasface.models.loading import resolve_model_file
+
+    file = Path(path) / "model.keras" if Path(path).is_dir() else resolve_model_file(path)
+    trained = keras.saving.load_model(file, compile=False)
+    old = getattr(getattr(trained, "head", None), "kernel", None)
+    new = getattr(getattr(model, "head", None), "kernel", None)
+    if old is None or new is None:
+        print_fn(f"head not initialised: {file} or this model has no head kernel")
+    elif tuple(old.shape) != tuple(new.shape):
+        print_fn(f"head not initialised: {file} has class centres {tuple(old.shape)}, this head {tuple(new.shape)}")
+    else:
+        new.assign(old)
+        print_fn(f"head class centres initialised from {file}")
 
 
 def _first_difference(shapes, wanted):
