@@ -33,6 +33,8 @@ def main(argv=None):
     parser.add_argument("--json", default="docs/airface.json", help="results file")
     parser.add_argument("--extras", nargs="*", choices=list(EXTRAS), default=[], help="extra single runs")
     parser.add_argument("--no-schedule", action="store_true", help="only the extras")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra recipe override for every stage and extra (repeatable)")
     args = parser.parse_args(argv)
 
     from kerasface.benchmark.method_runs import format_results_table, run_methods, run_schedule
@@ -41,11 +43,12 @@ def main(argv=None):
     recipe = REPO / "recipes" / "airface.py"
     command = "python bench/airface.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if not args.no_schedule:
-        run_schedule(recipe, "small_cpu", args.data, args.runs_dir, args.json, command)
+        run_schedule(recipe, "small_cpu", args.data, args.runs_dir, args.json, command, args.overrides)
     if args.extras:
         data = Path(args.data)
         eval_set = f"{data / 'val_pairs.txt'}:{data / 'val'}"
-        base = [*preset_overrides(recipe, "small_cpu"), f"eval.sets=[{eval_set!r}]", "eval.every_epochs=2"]
+        base = [*preset_overrides(recipe, "small_cpu"), f"eval.sets=[{eval_set!r}]", "eval.every_epochs=2",
+                *args.overrides]
         run_methods(recipe, EXTRAS, args.extras, Path(args.runs_dir) / "extras", args.json, data, base, command)
     import json
 

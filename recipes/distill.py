@@ -51,8 +51,8 @@ PRESETS = {
     ],
 }
 
-# `--smoke`: a tiny student and a small kerasface teacher would need a trained model; the smoke
-# run keeps SFace when it is there and falls back to no teacher at all otherwise (see tests).
+# `--smoke`: a tiny student; the teacher stays SFace (../shared must be there: without it the run
+# stops naming the missing file; give another with --set distill.teacher=...).
 SMOKE = [
     "model.backbone=mobilenet_v1",
     "model.backbone_kwargs={'width_multiplier': 0.25}",
