@@ -113,7 +113,8 @@ def test_sampler_errors_name_the_values():
     with pytest.raises(ValueError, match="at least P=4 identities"):
         FacePipeline(source, batch_size=8, sampler="pk:4x2", augmentation=None)
     with pytest.raises(ValueError, match="'pk:PxK' needs two integers"):
-        get_sampler("pk:4")
+        get_sampler("pk:4xa")
+    assert get_sampler("pk:4").images_per_identity == 4  # "pk:K": P from the batch size
     with pytest.raises(ValueError, match="unknown sampler 'random'"):
         get_sampler("random")
     with pytest.raises(ValueError, match="images_per_identity` must be an int >= 1, got 0"):
