@@ -141,9 +141,6 @@ def test_multiplied_decay_validation():
 
 
 def test_pk_shorthand_takes_p_from_the_batch_size():
-    from kerasface.data import FolderSource
-    from kerasface.data.synthetic_faces import make_synthetic_dataset
-
     sampler = get_sampler("pk:4")
     assert sampler.identities_per_batch is None and sampler.images_per_identity == 4
     labels = np.repeat(np.arange(6), 5)
@@ -169,7 +166,6 @@ def test_pk_shorthand_takes_p_from_the_batch_size():
         assert len(ids) == 8 and all(np.sum(ids == i) == 4 for i in np.unique(ids)) and len(np.unique(ids)) == 2
     with pytest.raises(ValueError, match="needs batch_size 8, got 10|cannot be split"):
         sampler.check(source, 10)
-    del FolderSource, make_synthetic_dataset
 
 
 def test_budget_check_stops_a_recipe_over_budget():
@@ -239,4 +235,4 @@ def test_init_head_copies_class_centres_when_shapes_match(tmp_path):
     before = other.head.kernel.numpy()
     init_backbone(other, tmp_path / "trained.keras", messages.append, head=True)
     np.testing.assert_array_equal(other.head.kernel.numpy(), before)
-    assert any("head not initialised" in m and "(8, 5)" in m or "(5, 8)" in m for m in messages)
+    assert any("head not initialised" in m and ("(8, 5)" in m or "(5, 8)" in m) for m in messages)

@@ -8,14 +8,6 @@ from pathlib import Path
 FARS = (1e-2, 1e-3)
 
 
-def lowest_supported_far(num_impostors):
-    """The smallest FAR of 1e-k form that still rests on at least one impostor pair."""
-    far = 1e-1
-    while far / 10 * num_impostors >= 1:
-        far /= 10
-    return far
-
-
 def evaluate_embedding(embed_fn, data, pairs="val_pairs.txt", root="val", fars=FARS):
     """Verification metrics of an embedding model on ``data/pairs`` (accuracy, TAR@FAR, AUC)."""
     from kerasface.evaluation import verify_pairs
@@ -113,8 +105,6 @@ def run_schedule(recipe_path, preset, data, runs_dir, results_path, command="", 
     the next stage); afterwards each stage's final model is evaluated with
     :func:`evaluate_embedding`. Resumable, as :meth:`ProgressiveSchedule.run`.
     """
-    import dataclasses as _dataclasses
-
     from kerasface.models.loading import load_embedding_model
     from kerasface.recipe import apply_overrides, load_recipe, load_schedule, preset_overrides
 
@@ -126,7 +116,7 @@ def run_schedule(recipe_path, preset, data, runs_dir, results_path, command="", 
 
     def finalize(recipe):
         recipe = apply_overrides(recipe, late)
-        return _dataclasses.replace(recipe, data=_dataclasses.replace(recipe.data, root=str(data / "train")))
+        return dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, root=str(data / "train")))
 
     started = time.time()
     records = schedule.run(base, runs_dir, finalize=finalize, verbose=2)

@@ -193,8 +193,6 @@ class Distiller(FaceRecognizer):
 
         return teacher_embeddings_in_graph(self._teacher, images, getattr(self, "_feature_size", self.teacher_size))
 
-    _NESTED = ("backbone", "head")
-
     def get_config(self):
         return {**super().get_config(), "teacher_size": self.teacher_size, "flip": self.flip, "seed": self.seed}
 
