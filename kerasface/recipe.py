@@ -80,6 +80,8 @@ class HeadConfig:
     scale: Optional[float] = 64.0
     margin: Optional[float] = None
     kwargs: dict = dataclasses.field(default_factory=dict)
+    # Partial FC: sample this fraction of the class centres per step (None: the dense head).
+    sample_rate: Optional[float] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +103,12 @@ class OptimizerConfig:
     decay_epochs: tuple = (10, 16, 18)
     decay_factor: float = 0.1
     weight_decay_multipliers: dict = dataclasses.field(default_factory=dict)
+    # The batch `lr` is tuned for: the run's lr is lr * data.batch_size / this (linear scaling
+    # rule, Goyal et al. 2017). None: `lr` is used as written.
+    lr_reference_batch: Optional[int] = None
+    # With Partial FC: update only the sampled centres and their momentum (LazySGD); False
+    # gives Keras' SGD, which moves every centre each step (insightface v2's behaviour).
+    sparse_updates: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,11 @@ def add_arguments(parser):
                         "rerunning with the same --out resumes from the last finished epoch")
     parser.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
     parser.add_argument("--batch-size", type=int, help="shortcut for --set data.batch_size=N")
-    parser.add_argument("--strategy", choices=("auto", "mirrored", "onedevice"), help="shortcut for --set train.strategy=...")
+    parser.add_argument("--strategy", choices=("auto", "mirrored", "multiworker", "onedevice"),
+                        help="shortcut for --set train.strategy=... (multiworker: one process per worker, "
+                        "each with its TF_CONFIG; see docs/scale.md)")
+    parser.add_argument("--partial-fc", type=float, metavar="RATE", dest="sample_rate",
+                        help="shortcut for --set head.sample_rate=RATE (Partial FC, e.g. 0.1)")
     parser.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"),
                         help="shortcut for --set train.precision=...")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -58,6 +62,7 @@ def finalize_recipe(recipe, args):
         ("data", "batch_size"): args.batch_size,
         ("train", "strategy"): args.strategy,
         ("train", "precision"): args.precision,
+        ("head", "sample_rate"): getattr(args, "sample_rate", None),
     }
     for (section, field), value in shortcuts.items():
         if value is not None:

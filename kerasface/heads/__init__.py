@@ -20,6 +20,7 @@ from kerasface.heads.adaface_head import AdaFaceHead
 from kerasface.heads.magface_head import MagFaceHead
 from kerasface.heads.subcenter_arcface_head import SubCenterArcFaceHead
 from kerasface.heads.dataset_aware_head import DatasetAwareHead
+from kerasface.heads.partial_fc_head import PartialFCHead
 
 register = HEADS.register
 get = HEADS.get
@@ -33,6 +34,6 @@ def list():  # noqa: A001 - mirrors timm/keras-hub registries
 __all__ = [
     "AdaCosHead", "AdaFaceHead", "ArcFaceHead", "ArcNegFaceHead", "CombinedMarginHead", "CosFaceHead",
     "CurricularFaceHead", "DatasetAwareHead", "LFRCHead", "LiArcFaceHead", "LinearFaceHead", "MVSoftmaxHead",
-    "MagFaceHead", "MarginHead", "NPCFaceHead", "NormFaceHead", "SoftmaxHead", "SphereFaceHead",
+    "MagFaceHead", "MarginHead", "NPCFaceHead", "NormFaceHead", "PartialFCHead", "SoftmaxHead", "SphereFaceHead",
     "SubCenterArcFaceHead", "get", "get_class", "list", "register",
 ]

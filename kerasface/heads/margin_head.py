@@ -51,6 +51,8 @@ class MarginHead(keras.layers.Layer):
         self.scale = float(scale)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        # False when a wrapper (PartialFCHead) owns the class centres and calls only the margin.
+        self._owns_kernel = True
 
     def kernel_shape(self, embedding_size):
         """Shape of the class-centre kernel; sub-center heads keep k columns per class."""
@@ -61,6 +63,8 @@ class MarginHead(keras.layers.Layer):
         embedding_size = embedding_shape[-1]
         if embedding_size is None:
             raise ValueError(f"{self.name}: the embedding dimension must be known, got shape {embedding_shape}")
+        if not self._owns_kernel:
+            return
         self.kernel = self.add_weight(
             name="kernel",
             shape=self.kernel_shape(int(embedding_size)),

@@ -1,6 +1,7 @@
 """Backbone + margin head, trained with ``model.fit`` on (image, label) pairs."""
 
 import keras
+import tensorflow as tf  # tf.distribute values: Keras 3 has no API for them
 from keras import ops
 
 from kerasface.data.preprocessing import PIXEL_MEAN, PIXEL_SCALE
@@ -52,10 +53,40 @@ class FaceRecognizer(keras.Model):
     # Keras unpacks (x, y) batches and calls the model on x only; the head also needs y,
     # so each step re-packs the batch as ((x, y), y) before the standard Keras step runs.
     def train_step(self, data):
-        return super().train_step(_with_labels_as_input(data))
+        return super().train_step(_with_labels_as_input(data, self._target_first()))
 
     def test_step(self, data):
-        return super().test_step(_with_labels_as_input(data))
+        return super().test_step(_with_labels_as_input(data, self._target_first()))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15 all-reduces (MEAN) the first distributed batch only to learn its shapes
+        # for a symbolic build; under MultiWorkerMirroredStrategy that collective fails on
+        # uint8 images and on (x, y) tuples. The first replica's own batch has those shapes.
+        if iterator is not None and data_batch is None:
+            for _, _, batches in iterator:
+                batch = next(batches)
+                local = self.distribute_strategy.experimental_local_results
+                data_batch = keras.tree.map_structure(
+                    lambda v: local(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v, batch
+                )
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def get_metrics_result(self):
+        logs = super().get_metrics_result()
+        context = tf.distribute.get_replica_context()
+        if context is not None and isinstance(context.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3.15 averages each step's logs over workers with reduce(MEAN, axis=0),
+            # which fails on scalars (tensorflow/tensorflow#72388): give them that axis.
+            logs = {name: ops.reshape(value, (1,)) if len(ops.shape(value)) == 0 else value
+                    for name, value in logs.items()}
+        return logs
+
+    def _target_first(self):
+        # Partial FC returns its logits with the target in column 0 (its sampled columns
+        # change every step), so the loss and accuracy see label 0 for every row.
+        return bool(getattr(self.head, "target_first", False))
 
     @property
     def embedding_model(self):
@@ -90,10 +121,13 @@ def _normalized(images):
     return images
 
 
-def _with_labels_as_input(data):
+def _with_labels_as_input(data, target_first=False):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     if _is_pair(x):
-        return data
+        if not target_first:
+            return data
+        x, y = x[0], x[1]
     if y is None:
         raise ValueError("FaceRecognizer needs (images, labels) batches; got images without labels")
-    return ((x, y), y) if sample_weight is None else ((x, y), y, sample_weight)
+    target = ops.zeros_like(ops.reshape(y, (-1,))) if target_first else y
+    return ((x, y), target) if sample_weight is None else ((x, y), target, sample_weight)

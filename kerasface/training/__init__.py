@@ -1,6 +1,7 @@
 """Training loop pieces: recipes to ``model.fit``, schedules, strategies, callbacks."""
 
 from kerasface.training.gradient_reversal_schedule import GradientReversalSchedule
+from kerasface.training.lazy_sgd import LazySGD
 from kerasface.training.lr_schedule import build_lr_schedule
 from kerasface.training.multiplied_decay_sgd import MultipliedDecaySGD
 from kerasface.training.progressive_schedule import ProgressiveSchedule, ProgressiveStage
@@ -13,6 +14,7 @@ from kerasface.training.verification_callback import VerificationCallback
 
 __all__ = [
     "GradientReversalSchedule",
+    "LazySGD",
     "MultipliedDecaySGD",
     "ProgressiveSchedule",
     "ProgressiveStage",

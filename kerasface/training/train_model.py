@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import keras
+import tensorflow as tf  # tf.distribute: Keras 3 has no multi-worker API
 
 from kerasface import backbones, heads
 from kerasface.data import BadRecordReport, FacePipeline, FolderSource, combine, open_source
@@ -17,8 +18,9 @@ from kerasface.models.dail_recognizer import DAILRecognizer
 from kerasface.models.face_recognizer import FaceRecognizer
 from kerasface.models.latse_recognizer import LATSERecognizer
 from kerasface.training.gradient_reversal_schedule import GradientReversalSchedule
+from kerasface.training.chief_backup_and_restore import ChiefBackupAndRestore
 from kerasface.training.lr_schedule import build_lr_schedule
-from kerasface.training.strategy import make_strategy
+from kerasface.training.strategy import make_strategy, worker_cluster
 from kerasface.training.throughput_logger import ThroughputLogger
 from kerasface.training.verification_callback import VerificationCallback
 
@@ -71,6 +73,19 @@ def build_face_recognizer(recipe, num_classes, dataset_num_classes=None, teacher
     head = heads.get(recipe.head.name, **head_kwargs)
     name = f"{recipe.model.backbone}_{recipe.head.name}"
     dail = recipe.dail
+    if recipe.head.sample_rate is not None:
+        plain = (dataset_num_classes is None or len(dataset_num_classes) < 2) and not (
+            recipe.distill.enabled or recipe.latse.enabled
+        )
+        if not plain:
+            raise ValueError(
+                f"`head.sample_rate={recipe.head.sample_rate}` (Partial FC) trains a plain margin-head model; "
+                "it does not combine with several datasets (DAIL), recipe.latse or recipe.distill"
+            )
+        if recipe.train.loss != "crossentropy":
+            raise ValueError(f"`head.sample_rate` (Partial FC) needs train.loss=crossentropy, got {recipe.train.loss!r}")
+        head = heads.PartialFCHead(head, sample_rate=recipe.head.sample_rate, seed=recipe.train.seed)
+        name = f"{name}_pfc"
     if dataset_num_classes is not None and len(dataset_num_classes) > 1:
         if dail.dataset_aware:
             head = DatasetAwareHead(
@@ -281,7 +296,7 @@ def resolve_train_root(recipe):
     return Path(synthetic.train_dir)
 
 
-def train(recipe, out_dir, verbose=1, print_fn=print, extra_callbacks=()):
+def train(recipe, out_dir, verbose=1, print_fn=print, extra_callbacks=(), strategy=None):
     """Train ``recipe`` into ``out_dir``; rerunning the same call resumes after an interruption.
 
     Every epoch writes ``checkpoints/epoch_NNN.keras`` and a resumable backup (weights,
@@ -290,24 +305,34 @@ def train(recipe, out_dir, verbose=1, print_fn=print, extra_callbacks=()):
     schedule where it was. With ``recipe.eval.sets``, a :class:`VerificationCallback` evaluates
     them during training, keeps ``best.keras`` (+ ``best.json``) by ``recipe.eval.metric`` and
     logs TensorBoard scalars to ``logs/verification``.
+
+    ``recipe.train.strategy`` picks the ``tf.distribute`` strategy (or pass ``strategy``).
+    ``data.batch_size`` is the global batch, split evenly over the replicas; with
+    ``optimizer.lr_reference_batch`` the learning rate scales linearly with it. Under
+    ``multiworker`` (``TF_CONFIG``) each worker reads its shard of the records; the chief
+    writes the run directory and the backup, the other workers write to
+    ``out_dir/workers/<index>`` and restore from the chief's backup, so restarting every
+    worker after one is killed resumes the run.
     """
     if recipe.train.precision not in PRECISIONS:
         raise ValueError(f"`train.precision` must be one of {PRECISIONS}, got {recipe.train.precision!r}")
     if recipe.train.loss not in LOSSES:
         raise ValueError(f"`train.loss` must be one of {LOSSES}, got {recipe.train.loss!r}")
+    # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
+    strategy = strategy or make_strategy(recipe.train.strategy)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if recipe.latse.teacher == "train":
-        recipe = _train_teacher(recipe, out_dir, verbose, print_fn)
+        recipe = _train_teacher(recipe, out_dir, verbose, print_fn, strategy)
     keras.utils.set_random_seed(recipe.train.seed)
     keras.mixed_precision.set_global_policy(recipe.train.precision)
     try:
-        return _train(recipe, out_dir, verbose, print_fn, extra_callbacks)
+        return _train(recipe, out_dir, verbose, print_fn, extra_callbacks, strategy)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
 
-def _train_teacher(recipe, out_dir, verbose, print_fn):
+def _train_teacher(recipe, out_dir, verbose, print_fn, strategy=None):
     """LATSE stage 1: the recipe's head alone, into ``out_dir/teacher``; the recipe then names it."""
     from kerasface.recipe import LATSEConfig
 
@@ -323,16 +348,35 @@ def _train_teacher(recipe, out_dir, verbose, print_fn):
             train=dataclasses.replace(recipe.train, epochs=epochs),
             latse=LATSEConfig(),
         )
-        train(teacher, teacher_dir, verbose=verbose, print_fn=print_fn)
+        train(teacher, teacher_dir, verbose=verbose, print_fn=print_fn, strategy=strategy)
         print_fn("LATSE stage 2: student and decoder, filtered by the teacher")
     return dataclasses.replace(recipe, latse=dataclasses.replace(recipe.latse, teacher=str(teacher_dir)))
 
 
-def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
+def _train(recipe, out_dir, verbose, print_fn, extra_callbacks, strategy):
+    cluster = {"index": 0, "num_workers": 1, "is_chief": True}
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        cluster = worker_cluster()
+    backup_dir = out_dir / "backup"
+    if not cluster["is_chief"]:
+        out_dir = out_dir / "workers" / str(cluster["index"])
+        out_dir.mkdir(parents=True, exist_ok=True)
     # Built first: a bad set spec or metric fails before any data or model is prepared.
     verification = _verification_callback(recipe, out_dir, print_fn)
-    strategy = make_strategy(recipe.train.strategy)
     batch_size = recipe.data.batch_size
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise ValueError(
+            f"`data.batch_size` {batch_size} is the global batch and must split evenly over "
+            f"{replicas} replicas"
+        )
+    if recipe.optimizer.lr_reference_batch:
+        scaled = recipe.optimizer.lr * batch_size / recipe.optimizer.lr_reference_batch
+        print_fn(
+            f"learning rate {recipe.optimizer.lr:g} x {batch_size}/{recipe.optimizer.lr_reference_batch} "
+            f"(linear scaling) = {scaled:g}"
+        )
+        recipe = dataclasses.replace(recipe, optimizer=dataclasses.replace(recipe.optimizer, lr=scaled))
     source = open_training_source(recipe, out_dir)
     if recipe.data.min_images_per_class is not None:
         from kerasface.data.class_subset import cut_long_tail
@@ -380,7 +424,11 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
             "momentum": recipe.optimizer.momentum,
             "weight_decay": recipe.optimizer.weight_decay,
         }
-        if recipe.optimizer.weight_decay_multipliers:
+        if recipe.head.sample_rate is not None and recipe.optimizer.sparse_updates:
+            from kerasface.training.lazy_sgd import LazySGD
+
+            optimizer = LazySGD(weight_decay_multipliers=recipe.optimizer.weight_decay_multipliers, **optimizer_kwargs)
+        elif recipe.optimizer.weight_decay_multipliers:
             from kerasface.training.multiplied_decay_sgd import MultipliedDecaySGD
 
             optimizer = MultipliedDecaySGD(
@@ -452,9 +500,12 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
 
     throughput = ThroughputLogger(batch_size, print_fn=print_fn)
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(out_dir / "backup"), save_freq="epoch", delete_checkpoint=False),
-        keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "epoch_{epoch:03d}.keras")),
-        keras.callbacks.TensorBoard(str(out_dir / "logs"), update_freq="epoch"),
+        ChiefBackupAndRestore(str(backup_dir), is_chief=cluster["is_chief"], save_freq="epoch", delete_checkpoint=False),
+        # The chief writes the run's files; other workers hold the same weights.
+        *([
+            keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "epoch_{epoch:03d}.keras")),
+            keras.callbacks.TensorBoard(str(out_dir / "logs"), update_freq="epoch"),
+        ] if cluster["is_chief"] else []),
         *reversal,
         throughput,
         BadRecordReport(pipeline, list_path=out_dir / "bad_records.txt", print_fn=print_fn),
@@ -485,6 +536,11 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks):
         "initial_epoch": initial_epoch,
         "steps_per_epoch": steps_per_epoch,
         "batch_size": batch_size,
+        "replicas": replicas,
+        "workers": cluster["num_workers"],
+        "strategy": type(strategy).__name__,
+        "precision": recipe.train.precision,
+        "learning_rate": recipe.optimizer.lr,
         "num_images": source.num_records,
         "num_classes": source.num_classes,
         "images_per_second_median": median_rate,

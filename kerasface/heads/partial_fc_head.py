@@ -1,0 +1,215 @@
+"""Partial FC: any margin head over a sampled subset of the class centres at each step."""
+
+import math
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from kerasface.heads.head_registry import HEADS
+from kerasface.heads.margin_head import MarginHead, _is_pair, check_labels, gather_target, l2_normalize, replace_target
+
+# The target's own column among the negatives: exp(s * EXCLUDED_LOGIT) is exactly 0 in float32.
+EXCLUDED_LOGIT = -1e4
+
+
+@HEADS.register("partial_fc")
+class PartialFCHead(keras.layers.Layer):
+    """Partial FC: a margin head whose softmax uses a random subset of the class centres.
+
+    Each training step keeps every class that has a sample in the batch (positives) and
+    random other classes up to ``K = ceil(sample_rate * C)`` centres, insightface's Partial
+    FC v2 rule (An et al., "Killing Two Birds with One Stone: Efficient and Robust Training
+    of Face Recognition CNNs by Partial FC", CVPR 2022, Sec. 3.2: positives always, then
+    uniform negatives). The wrapped head applies its margin to the (B, K) cosines as usual.
+
+    The centres are stored as rows, a (C, D) ``kernel``, so the step reads them with a
+    gather and their gradient is a row-sparse ``tf.IndexedSlices`` of K rows, never a dense
+    (C, D) array. Pair it with :class:`kerasface.training.LazySGD`, which then updates only
+    those rows and their momentum (Keras' SGD, like torch's in insightface, densifies it and
+    moves all C rows every step).
+
+    Under a ``tf.distribute`` strategy every replica draws its own subset (the draw depends
+    on ``seed``, the step and the replica id) for its own part of the batch.
+
+    Args:
+        head: the margin: a ``MarginHead`` instance, a registered head name (built with
+            ``num_classes``), or a serialized head config. Heads with their own centre
+            layout (sub-center ArcFace), a bias (softmax) or a wrapper are refused.
+        num_classes: number of identities C; optional with a head instance.
+        sample_rate: r in (0, 1]; 1 keeps every centre (the dense head, stored as rows).
+        seed: int seed of the negative draws.
+        **kwargs: ``keras.layers.Layer`` arguments (name, ...).
+
+    Call arguments:
+        inputs: ``[embeddings, labels]`` for margin logits, or ``embeddings`` alone for the
+            scaled cosines against every centre (inference).
+        training: sample (True) or use all C centres (False).
+
+    Returns:
+        With labels, float32 (B, 1 + K) logits, **target first**: column 0 holds each row's
+        margin target logit, columns 1..K the used centres in class order with the target's
+        own column at ``EXCLUDED_LOGIT * s``; the cross-entropy target is therefore always 0
+        (``FaceRecognizer`` passes zeros to the loss when ``head.target_first``). K = C when
+        not training. Without labels, float32 (B, C) scaled cosines.
+    """
+
+    target_first = True
+
+    def __init__(self, head="arcface", num_classes=None, sample_rate=0.1, seed=0, **kwargs):
+        kwargs["dtype"] = kwargs.get("dtype") or "float32"
+        super().__init__(**kwargs)
+        self.head = _resolve_head(head, num_classes)
+        if num_classes is not None and int(num_classes) != self.head.num_classes:
+            raise ValueError(
+                f"`num_classes` ({num_classes}) differs from the wrapped head's num_classes ({self.head.num_classes})"
+            )
+        self.num_classes = self.head.num_classes
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or not 0 < sample_rate <= 1:
+            raise ValueError(f"`sample_rate` must be in (0, 1], got {sample_rate!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"`seed` must be an int, got {seed!r}")
+        self.sample_rate = float(sample_rate)
+        self.seed = seed
+        # The wrapped head keeps its own state (running statistics, adaptive scale) but not
+        # a (D, C) kernel: the class centres live here, as rows.
+        self.head._owns_kernel = False
+
+    @property
+    def scale(self):
+        return self.head.scale
+
+    def logit_scale(self):
+        """The wrapped head's scale s."""
+        return self.head.logit_scale()
+
+    def target_curve(self, theta):
+        """The wrapped head's target curve: sampling removes negatives, not the margin."""
+        return self.head.target_curve(theta)
+
+    def num_sampled(self, batch_size=0):
+        """K, the centres one step uses: ``ceil(r * C)``, at least the batch size, at most C."""
+        return min(self.num_classes, max(math.ceil(self.sample_rate * self.num_classes), int(batch_size)))
+
+    def build(self, input_shape):
+        embedding_shape = input_shape[0] if _is_pair(input_shape) else input_shape
+        embedding_size = embedding_shape[-1]
+        if embedding_size is None:
+            raise ValueError(f"{self.name}: the embedding dimension must be known, got shape {embedding_shape}")
+        if not self.head.built:
+            self.head.build([embedding_shape, (embedding_shape[0],)])
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(self.num_classes, int(embedding_size)),
+            initializer=self.head.kernel_initializer,
+            regularizer=self.head.kernel_regularizer,
+        )
+        # Counts training steps so each step draws a new subset, and a resumed run (the
+        # counter is checkpointed) continues the sequence instead of repeating it.
+        self.sample_step = self.add_weight(
+            name="sample_step",
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+        self.built = True
+
+    def cosine(self, embeddings, centres=None):
+        """cos(theta) between each embedding and each row of ``centres`` (default: all C)."""
+        centres = self.kernel if centres is None else centres
+        embeddings = l2_normalize(ops.cast(embeddings, "float32"), axis=-1)
+        centres = ops.cast(centres, "float32")
+        inverse_norms = 1.0 / ops.sqrt(ops.maximum(ops.sum(ops.square(centres), axis=1), 1e-12))
+        # einsum contracts against the rows in place: no transposed (D, C) copy of the kernel.
+        return ops.clip(ops.einsum("bd,kd->bk", embeddings, centres) * inverse_norms, -1.0, 1.0)
+
+    def sample(self, labels):
+        """Sorted int32 indices (K,) of this step's centres: every label's class plus random others."""
+        batch_size = labels.shape[0]
+        if batch_size is None:
+            count = ops.minimum(self.num_classes, ops.maximum(self.num_sampled(), ops.shape(labels)[0]))
+        else:
+            count = self.num_sampled(batch_size)
+        replica = 0
+        context = tf.distribute.get_replica_context()
+        if context is not None:
+            replica = context.replica_id_in_sync_group
+        # Stateless draws: the subset is a function of (seed, step, replica), the same in eager
+        # and graph runs and across a resume (XLA's generator gives other, equally random, draws).
+        seed = tf.stack([tf.constant(self.seed, "int64"), self.sample_step * 1009 + ops.cast(replica, "int64")])
+        scores = tf.random.stateless_uniform((self.num_classes,), seed=seed)
+        scores = ops.scatter_update(scores, ops.reshape(labels, (-1, 1)), ops.full(ops.shape(labels), 2.0))
+        _, index = ops.top_k(scores, count, sorted=False)
+        return ops.sort(ops.cast(index, "int32"))
+
+    def call(self, inputs, training=None):
+        if not _is_pair(inputs):
+            return self.logit_scale() * self.cosine(inputs)
+        embeddings, labels = inputs
+        labels = check_labels(labels, self.num_classes)
+        if training and self.num_sampled(labels.shape[0] or 0) < self.num_classes:
+            index = self.sample(labels)
+            self.sample_step.assign_add(1)
+            centres = ops.take(self.kernel, index, axis=0)
+            local_labels = ops.cast(ops.searchsorted(index, labels), "int32")
+        else:
+            centres, local_labels = self.kernel, labels
+        cos = self.cosine(embeddings, centres)
+        cos_target = gather_target(cos, local_labels)
+        logits = self.head.margin_logits(cos, cos_target, local_labels, embeddings=embeddings, training=training)
+        target = gather_target(logits, local_labels)
+        negatives = replace_target(logits, local_labels, ops.full(ops.shape(target), EXCLUDED_LOGIT))
+        return self.logit_scale() * ops.concatenate([ops.reshape(target, (-1, 1)), negatives], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        embedding_shape = input_shape[0] if _is_pair(input_shape) else input_shape
+        if _is_pair(input_shape):
+            return (embedding_shape[0], None)
+        return (embedding_shape[0], self.num_classes)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "head": keras.saving.serialize_keras_object(self.head),
+                "num_classes": self.num_classes,
+                "sample_rate": self.sample_rate,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        # Unbuilt: this layer builds it without a kernel (a built head would hold one).
+        config["head"] = keras.saving.deserialize_keras_object(
+            {k: v for k, v in config["head"].items() if k != "build_config"}
+        )
+        return cls(**config)
+
+
+def _resolve_head(head, num_classes):
+    if isinstance(head, dict):
+        head = keras.saving.deserialize_keras_object({k: v for k, v in head.items() if k != "build_config"})
+    elif isinstance(head, str):
+        if head == "partial_fc":
+            raise ValueError("`head` cannot be 'partial_fc' itself; name a margin head, e.g. 'arcface'")
+        if num_classes is None:
+            raise ValueError(f"building the wrapped head {head!r} from its name needs `num_classes`, got None")
+        head = HEADS.get(head, num_classes=int(num_classes))
+    if not isinstance(head, MarginHead):
+        raise ValueError(f"`head` must be a MarginHead, a head name or a head config, got {type(head).__name__}")
+    kind = type(head)
+    if kind.call is not MarginHead.call or kind.cosine is not MarginHead.cosine or kind.kernel_shape is not (
+        MarginHead.kernel_shape
+    ):
+        raise ValueError(
+            f"Partial FC samples plain (D, C) class centres; {kind.__name__} computes its logits its own way "
+            "(sub-centres, a bias) and cannot be sampled"
+        )
+    if head.built and head._owns_kernel:
+        raise ValueError(f"`head` {head.name} is already built with its own kernel; pass an unbuilt head or a name")
+    return head
