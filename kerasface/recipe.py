@@ -82,6 +82,8 @@ class HeadConfig:
     kwargs: dict = dataclasses.field(default_factory=dict)
     # Partial FC: sample this fraction of the class centres per step (None: the dense head).
     sample_rate: Optional[float] = None
+    # Shard the class centres over the replicas (ShardedHead; with sample_rate, per shard).
+    sharded: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

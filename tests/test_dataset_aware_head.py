@@ -163,8 +163,8 @@ def test_loss_and_gradients_are_finite_and_masked_classes_get_none(p):
         assert np.all(np.abs(kernel_grad).sum(axis=0) > 0)
 
 
-# Partial FC is a wrapper with target-first logits; DatasetAwareHead refuses it (test_partial_fc).
-@pytest.mark.parametrize("name", sorted(set(heads.list()) - {"dataset_aware", "partial_fc"}))
+# Partial FC and the sharded head are wrappers with target-first logits; DatasetAwareHead refuses them.
+@pytest.mark.parametrize("name", sorted(set(heads.list()) - {"dataset_aware", "partial_fc", "sharded"}))
 def test_wraps_every_registered_head(name):
     embeddings, labels, _ = _batch()
     head = DatasetAwareHead(name, dataset_num_classes=COUNTS, crossing_dropout_p=0.0)

@@ -30,6 +30,8 @@ def add_arguments(parser):
                         "each with its TF_CONFIG; see docs/scale.md)")
     parser.add_argument("--partial-fc", type=float, metavar="RATE", dest="sample_rate",
                         help="shortcut for --set head.sample_rate=RATE (Partial FC, e.g. 0.1)")
+    parser.add_argument("--sharded", action="store_true", default=None,
+                        help="shortcut for --set head.sharded=True: class centres split over the replicas")
     parser.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"),
                         help="shortcut for --set train.precision=...")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -63,6 +65,7 @@ def finalize_recipe(recipe, args):
         ("train", "strategy"): args.strategy,
         ("train", "precision"): args.precision,
         ("head", "sample_rate"): getattr(args, "sample_rate", None),
+        ("head", "sharded"): getattr(args, "sharded", None),
     }
     for (section, field), value in shortcuts.items():
         if value is not None:

@@ -21,6 +21,7 @@ from kerasface.heads.magface_head import MagFaceHead
 from kerasface.heads.subcenter_arcface_head import SubCenterArcFaceHead
 from kerasface.heads.dataset_aware_head import DatasetAwareHead
 from kerasface.heads.partial_fc_head import PartialFCHead
+from kerasface.heads.sharded_head import ShardedHead
 
 register = HEADS.register
 get = HEADS.get
@@ -34,6 +35,6 @@ def list():  # noqa: A001 - mirrors timm/keras-hub registries
 __all__ = [
     "AdaCosHead", "AdaFaceHead", "ArcFaceHead", "ArcNegFaceHead", "CombinedMarginHead", "CosFaceHead",
     "CurricularFaceHead", "DatasetAwareHead", "LFRCHead", "LiArcFaceHead", "LinearFaceHead", "MVSoftmaxHead",
-    "MagFaceHead", "MarginHead", "NPCFaceHead", "NormFaceHead", "PartialFCHead", "SoftmaxHead", "SphereFaceHead",
+    "MagFaceHead", "MarginHead", "NPCFaceHead", "NormFaceHead", "PartialFCHead", "ShardedHead", "SoftmaxHead", "SphereFaceHead",
     "SubCenterArcFaceHead", "get", "get_class", "list", "register",
 ]

@@ -2,19 +2,19 @@
 
 import math
 
-import keras
 import tensorflow as tf
 from keras import ops
 
 from kerasface.heads.head_registry import HEADS
-from kerasface.heads.margin_head import MarginHead, _is_pair, check_labels, gather_target, l2_normalize, replace_target
+from kerasface.heads.margin_head import _is_pair, check_labels, gather_target, l2_normalize, replace_target
+from kerasface.heads.sampled_head_wrapper import SampledHeadWrapper
 
 # The target's own column among the negatives: exp(s * EXCLUDED_LOGIT) is exactly 0 in float32.
 EXCLUDED_LOGIT = -1e4
 
 
 @HEADS.register("partial_fc")
-class PartialFCHead(keras.layers.Layer):
+class PartialFCHead(SampledHeadWrapper):
     """Partial FC: a margin head whose softmax uses a random subset of the class centres.
 
     Each training step keeps every class that has a sample in the batch (positives) and
@@ -53,39 +53,6 @@ class PartialFCHead(keras.layers.Layer):
         (``FaceRecognizer`` passes zeros to the loss when ``head.target_first``). K = C when
         not training. Without labels, float32 (B, C) scaled cosines.
     """
-
-    target_first = True
-
-    def __init__(self, head="arcface", num_classes=None, sample_rate=0.1, seed=0, **kwargs):
-        kwargs["dtype"] = kwargs.get("dtype") or "float32"
-        super().__init__(**kwargs)
-        self.head = _resolve_head(head, num_classes)
-        if num_classes is not None and int(num_classes) != self.head.num_classes:
-            raise ValueError(
-                f"`num_classes` ({num_classes}) differs from the wrapped head's num_classes ({self.head.num_classes})"
-            )
-        self.num_classes = self.head.num_classes
-        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or not 0 < sample_rate <= 1:
-            raise ValueError(f"`sample_rate` must be in (0, 1], got {sample_rate!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"`seed` must be an int, got {seed!r}")
-        self.sample_rate = float(sample_rate)
-        self.seed = seed
-        # The wrapped head keeps its own state (running statistics, adaptive scale) but not
-        # a (D, C) kernel: the class centres live here, as rows.
-        self.head._owns_kernel = False
-
-    @property
-    def scale(self):
-        return self.head.scale
-
-    def logit_scale(self):
-        """The wrapped head's scale s."""
-        return self.head.logit_scale()
-
-    def target_curve(self, theta):
-        """The wrapped head's target curve: sampling removes negatives, not the margin."""
-        return self.head.target_curve(theta)
 
     def num_sampled(self, batch_size=0):
         """K, the centres one step uses: ``ceil(r * C)``, at least the batch size, at most C."""
@@ -152,7 +119,9 @@ class PartialFCHead(keras.layers.Layer):
         if training and self.num_sampled(labels.shape[0] or 0) < self.num_classes:
             index = self.sample(labels)
             self.sample_step.assign_add(1)
-            centres = ops.take(self.kernel, index, axis=0)
+            # A sparse read of the variable (ResourceGather): ops.take would first read the whole
+            # (C, D) value, and the optimizer's row update would then copy all of it (copy on write).
+            centres = tf.gather(_resource(self.kernel), index)
             local_labels = ops.cast(ops.searchsorted(index, labels), "int32")
         else:
             centres, local_labels = self.kernel, labels
@@ -169,47 +138,7 @@ class PartialFCHead(keras.layers.Layer):
             return (embedding_shape[0], None)
         return (embedding_shape[0], self.num_classes)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "head": keras.saving.serialize_keras_object(self.head),
-                "num_classes": self.num_classes,
-                "sample_rate": self.sample_rate,
-                "seed": self.seed,
-            }
-        )
-        return config
 
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        # Unbuilt: this layer builds it without a kernel (a built head would hold one).
-        config["head"] = keras.saving.deserialize_keras_object(
-            {k: v for k, v in config["head"].items() if k != "build_config"}
-        )
-        return cls(**config)
-
-
-def _resolve_head(head, num_classes):
-    if isinstance(head, dict):
-        head = keras.saving.deserialize_keras_object({k: v for k, v in head.items() if k != "build_config"})
-    elif isinstance(head, str):
-        if head == "partial_fc":
-            raise ValueError("`head` cannot be 'partial_fc' itself; name a margin head, e.g. 'arcface'")
-        if num_classes is None:
-            raise ValueError(f"building the wrapped head {head!r} from its name needs `num_classes`, got None")
-        head = HEADS.get(head, num_classes=int(num_classes))
-    if not isinstance(head, MarginHead):
-        raise ValueError(f"`head` must be a MarginHead, a head name or a head config, got {type(head).__name__}")
-    kind = type(head)
-    if kind.call is not MarginHead.call or kind.cosine is not MarginHead.cosine or kind.kernel_shape is not (
-        MarginHead.kernel_shape
-    ):
-        raise ValueError(
-            f"Partial FC samples plain (D, C) class centres; {kind.__name__} computes its logits its own way "
-            "(sub-centres, a bias) and cannot be sampled"
-        )
-    if head.built and head._owns_kernel:
-        raise ValueError(f"`head` {head.name} is already built with its own kernel; pass an unbuilt head or a name")
-    return head
+def _resource(variable):
+    """The ``tf.Variable`` behind a Keras variable (under a strategy, the distributed one)."""
+    return getattr(variable, "value", variable)

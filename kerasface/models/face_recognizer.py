@@ -53,7 +53,37 @@ class FaceRecognizer(keras.Model):
     # Keras unpacks (x, y) batches and calls the model on x only; the head also needs y,
     # so each step re-packs the batch as ((x, y), y) before the standard Keras step runs.
     def train_step(self, data):
-        return super().train_step(_with_labels_as_input(data, self._target_first()))
+        data = _with_labels_as_input(data, self._target_first())
+        if getattr(self.head, "sharded", False):
+            return self._sharded_train_step(data)
+        return super().train_step(data)
+
+    def _sharded_train_step(self, data):
+        # Keras' TF train step, plus the head's shards: their gradient (through the head's
+        # collectives) is already the full-batch one, so each replica applies it to its own
+        # shard instead of handing it to the optimizer, which would all-reduce it.
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        optimizer = self.optimizer
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            raise ValueError("a sharded head trains in float32 or mixed_bfloat16, not with loss scaling (mixed_float16)")
+        shards = self.head.shard_variables()
+        with tf.GradientTape() as tape:
+            tape.watch(shards)
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            # Keras' loss is scaled by 1 / replicas for the all-reduce: report the unscaled one.
+            replicas = self.distribute_strategy.num_replicas_in_sync
+            self._loss_tracker.update_state(loss * replicas, sample_weight=ops.shape(x[0])[0])
+        weights = self.trainable_weights
+        gradients = tape.gradient(loss, weights + shards)
+        learning_rate = optimizer.learning_rate  # this step's rate, read before apply() advances it
+        optimizer.apply_gradients(zip(gradients[: len(weights)], weights))
+        for gradient in gradients[len(weights):]:
+            self.head.apply_shard_gradient(
+                gradient, learning_rate, momentum=float(getattr(optimizer, "momentum", 0.0) or 0.0),
+                weight_decay=float(optimizer.weight_decay or 0.0),
+            )
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def test_step(self, data):
         return super().test_step(_with_labels_as_input(data, self._target_first()))

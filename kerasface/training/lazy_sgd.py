@@ -63,7 +63,9 @@ class LazySGD(MultipliedDecaySGD):
         if self.momentum:
             momentum = tf.cast(self.momentum, variable.dtype)
             velocity = self.momentums[self._get_variable_index(variable)]
-            new_velocity = tf.gather(velocity, rows) * momentum - values * learning_rate
+            # Gather from the tf.Variable (a sparse read): reading the Keras variable as a tensor
+            # would take the whole (C, D) value and make the row update copy all of it.
+            new_velocity = tf.gather(velocity.value, rows) * momentum - values * learning_rate
             self.assign(velocity, tf.IndexedSlices(new_velocity, rows))
             step = new_velocity * momentum - values * learning_rate if self.nesterov else new_velocity
         else:

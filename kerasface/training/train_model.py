@@ -73,19 +73,26 @@ def build_face_recognizer(recipe, num_classes, dataset_num_classes=None, teacher
     head = heads.get(recipe.head.name, **head_kwargs)
     name = f"{recipe.model.backbone}_{recipe.head.name}"
     dail = recipe.dail
-    if recipe.head.sample_rate is not None:
+    if recipe.head.sample_rate is not None or recipe.head.sharded:
         plain = (dataset_num_classes is None or len(dataset_num_classes) < 2) and not (
             recipe.distill.enabled or recipe.latse.enabled
         )
         if not plain:
             raise ValueError(
-                f"`head.sample_rate={recipe.head.sample_rate}` (Partial FC) trains a plain margin-head model; "
-                "it does not combine with several datasets (DAIL), recipe.latse or recipe.distill"
+                f"`head.sample_rate` / `head.sharded` (Partial FC, sharded centres) train a plain margin-head "
+                "model; they do not combine with several datasets (DAIL), recipe.latse or recipe.distill"
             )
         if recipe.train.loss != "crossentropy":
-            raise ValueError(f"`head.sample_rate` (Partial FC) needs train.loss=crossentropy, got {recipe.train.loss!r}")
-        head = heads.PartialFCHead(head, sample_rate=recipe.head.sample_rate, seed=recipe.train.seed)
-        name = f"{name}_pfc"
+            raise ValueError(
+                f"`head.sample_rate` / `head.sharded` (Partial FC, sharded centres) need "
+                f"train.loss=crossentropy, got {recipe.train.loss!r}"
+            )
+        if recipe.head.sharded:
+            head = heads.ShardedHead(head, sample_rate=recipe.head.sample_rate or 1.0, seed=recipe.train.seed)
+            name = f"{name}_sharded"
+        else:
+            head = heads.PartialFCHead(head, sample_rate=recipe.head.sample_rate, seed=recipe.train.seed)
+            name = f"{name}_pfc"
     if dataset_num_classes is not None and len(dataset_num_classes) > 1:
         if dail.dataset_aware:
             head = DatasetAwareHead(
@@ -424,7 +431,7 @@ def _train(recipe, out_dir, verbose, print_fn, extra_callbacks, strategy):
             "momentum": recipe.optimizer.momentum,
             "weight_decay": recipe.optimizer.weight_decay,
         }
-        if recipe.head.sample_rate is not None and recipe.optimizer.sparse_updates:
+        if recipe.head.sample_rate is not None and recipe.optimizer.sparse_updates and not recipe.head.sharded:
             from kerasface.training.lazy_sgd import LazySGD
 
             optimizer = LazySGD(weight_decay_multipliers=recipe.optimizer.weight_decay_multipliers, **optimizer_kwargs)
