@@ -15,6 +15,16 @@ momentum 0.9 and weight decay 5e-4, then ``--warmup`` + ``--runs`` full training
 - ``pfc_keras_sgd``: the same head + Keras SGD, which densifies the row-sparse gradient and
   moves every row with its momentum and decay each step, as torch's SGD does in
   insightface's Partial FC v2.
+- ``shardedN``: ``ShardedHead`` under a MirroredStrategy over N logical CPUs of this
+  machine (each replica holds C/N centres and their momentum, gets batch/N embeddings and
+  all-gathers the rest); ``shardedN_pfc`` adds Partial FC at ``--rate`` inside each shard.
+  The replicas share this process's memory and cores, so the peak RSS is that of all N
+  replicas together and the step time is not a multi-device speed; the per-replica
+  classifier state is what one accelerator would hold.
+- ``model_dense`` / ``model_pfc``: the whole training step of a ``FaceRecognizer``
+  (half-width MobileFaceNet on 112x112 uint8 images, ``--dim``-d embeddings, ArcFace, dense
+  with Keras SGD or Partial FC with ``LazySGD``) through ``model.train_on_batch``: images/s
+  against the class count, the shape insightface publishes for Partial FC.
 
 Reported per run: median wall and CPU time per step, peak resident memory of the process
 (``ru_maxrss``) and what the steps add over the built state (the high-water mark is reset
@@ -27,6 +37,7 @@ has 24 GiB; the default limit keeps the rest of it usable). Results are appended
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -39,7 +50,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from head_scale import _current_rss_bytes, _max_rss_bytes, _reset_peak_rss  # noqa: E402
 
-METHODS = ("dense", "pfc", "pfc_keras_sgd")
+METHODS = ("dense", "pfc", "pfc_keras_sgd", "sharded2", "sharded4", "sharded2_pfc", "sharded4_pfc",
+           "model_dense", "model_pfc")
 GIB = 1024**3
 
 
@@ -52,6 +64,10 @@ def measure(method, classes, dim, batch, runs, warmup, rate):
     from kerasface import heads
     from kerasface.training import LazySGD
 
+    if method.startswith("sharded"):
+        return measure_sharded(method, classes, dim, batch, runs, warmup, rate)
+    if method.startswith("model_"):
+        return measure_model(method, classes, dim, batch, runs, warmup, rate)
     start = time.perf_counter()
     if method == "dense":
         head = heads.get("arcface", num_classes=classes)
@@ -115,6 +131,149 @@ def measure(method, classes, dim, batch, runs, warmup, rate):
     }
 
 
+def measure_model(method, classes, dim, batch, runs, warmup, rate):
+    """A whole FaceRecognizer training step (backbone + head + optimizer): a result dict."""
+    import keras
+    import numpy as np
+
+    from kerasface import backbones, heads
+    from kerasface.models import FaceRecognizer
+    from kerasface.training import LazySGD
+
+    start = time.perf_counter()
+    head = heads.get("arcface", num_classes=classes)
+    optimizer = keras.optimizers.SGD(learning_rate=0.1, momentum=0.9, weight_decay=5e-4)
+    if method == "model_pfc":
+        head = heads.PartialFCHead(head, sample_rate=rate)
+        optimizer = LazySGD(learning_rate=0.1, momentum=0.9, weight_decay=5e-4)
+    model = FaceRecognizer(backbones.get("mobilefacenet", embedding_size=dim, width_multiplier=0.5), head)
+    model.build((None, 112, 112, 3))
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(batch, 112, 112, 3), dtype=np.uint8)
+    labels = rng.integers(0, classes, size=(batch,), dtype=np.int32)
+    targets = np.zeros_like(labels) if getattr(head, "target_first", False) else labels
+    build_s = time.perf_counter() - start
+    build_peak = _max_rss_bytes()
+    peak_reset = _reset_peak_rss()
+    baseline = _current_rss_bytes()
+    times, cpu_times, losses = [], [], []
+    for i in range(warmup + runs):
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        loss = float(model.train_on_batch((images, labels), targets))
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"step {i}: loss {loss}")
+        losses.append(loss)
+        if i >= warmup:
+            times.append(elapsed)
+            cpu_times.append(cpu)
+    peak = _max_rss_bytes()
+    return {
+        "status": "ok",
+        "step_time_median_s": statistics.median(times),
+        "step_times_s": times,
+        "step_cpu_median_s": statistics.median(cpu_times),
+        "images_per_second": batch / statistics.median(times),
+        "peak_rss_bytes": peak,
+        "baseline_rss_bytes": baseline,
+        "step_rss_bytes": peak - baseline,
+        "build_peak_rss_bytes": build_peak,
+        "peak_reset": bool(peak_reset),
+        "classifier_state_bytes": 2 * classes * dim * 4,
+        "sampled_centres": head.num_sampled(batch) if method == "model_pfc" else classes,
+        "losses": losses,
+        "build_s": build_s,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+
+
+def measure_sharded(method, classes, dim, batch, runs, warmup, rate):
+    """``ShardedHead`` over N logical CPUs, stepped with strategy.run: a result dict."""
+    import numpy as np
+    import tensorflow as tf
+
+    replicas = int(method[len("sharded")])
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+    import keras
+
+    from kerasface import heads
+
+    start = time.perf_counter()
+    strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+    per_replica = batch // replicas
+    with strategy.scope():
+        head = heads.ShardedHead("arcface", num_classes=classes, sample_rate=rate if method.endswith("_pfc") else 1.0)
+        head.build([(per_replica, dim), (per_replica,)])
+    rng = np.random.default_rng(0)
+    embeddings = tf.constant(rng.standard_normal((batch, dim), dtype=np.float32))
+    labels = tf.constant(rng.integers(0, classes, size=(batch,), dtype=np.int32))
+
+    def split(values):
+        return strategy.experimental_distribute_values_from_function(
+            lambda context: values[context.replica_id_in_sync_group * per_replica:][:per_replica]
+        )
+
+    x, y = split(embeddings), split(labels)
+    shard_bytes = 2 * head.shard_size * dim * 4  # centres + momentum of one replica
+    build_s = time.perf_counter() - start
+    build_peak = _max_rss_bytes()
+    peak_reset = _reset_peak_rss()
+    baseline = _current_rss_bytes()
+
+    @tf.function
+    def step(x, y):
+        def replica_step(x, y):
+            with tf.GradientTape() as tape:
+                tape.watch([x] + head.shard_variables())
+                pair = head([x, y], training=True)
+                loss = tf.reduce_sum(
+                    keras.losses.sparse_categorical_crossentropy(tf.zeros_like(y), pair, from_logits=True)
+                ) / batch
+            gradients = tape.gradient(loss, [x] + head.shard_variables())
+            head.apply_shard_gradient(gradients[1], 0.1, momentum=0.9, weight_decay=5e-4)
+            return loss, gradients[0]
+
+        loss, gradient = strategy.run(replica_step, args=(x, y))
+        return strategy.reduce("SUM", loss, axis=None), gradient
+
+    times, cpu_times, losses = [], [], []
+    for i in range(warmup + runs):
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        loss, gradient = step(x, y)
+        loss = float(loss)
+        finite = all(np.isfinite(g.numpy()).all() for g in strategy.experimental_local_results(gradient))
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        if not (np.isfinite(loss) and finite):
+            raise FloatingPointError(f"step {i}: loss {loss} or the embedding gradient is not finite")
+        losses.append(loss)
+        if i >= warmup:
+            times.append(elapsed)
+            cpu_times.append(cpu)
+    peak = _max_rss_bytes()
+    return {
+        "status": "ok",
+        "step_time_median_s": statistics.median(times),
+        "step_times_s": times,
+        "step_cpu_median_s": statistics.median(cpu_times),
+        "images_per_second": batch / statistics.median(times),
+        "peak_rss_bytes": peak,
+        "baseline_rss_bytes": baseline,
+        "step_rss_bytes": peak - baseline,
+        "build_peak_rss_bytes": build_peak,
+        "peak_reset": bool(peak_reset),
+        "classifier_state_bytes": shard_bytes * replicas,
+        "per_replica_state_bytes": shard_bytes,
+        "replicas": replicas,
+        "sampled_centres": replicas * min(head.shard_size, max(math.ceil(head.shard_size * head.sample_rate), batch))
+        if head.sample_rate < 1 else classes,
+        "losses": losses,
+        "build_s": build_s,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+
+
 def run_child(config, args):
     """Measure ``config`` in a fresh process, killing it past the memory limit."""
     with tempfile.TemporaryDirectory() as folder:
@@ -162,8 +321,8 @@ def _rss_of(pid):
 
 def format_table(results):
     lines = [
-        "| method | classes | centres / step | step (s, median) | images/s | classifier state (GiB) | peak RSS (GiB) | step adds (GiB) | status |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| method | classes | centres / step | step (s, median) | images/s | classifier state (GiB) | per replica (GiB) | peak RSS (GiB) | step adds (GiB) | status |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         ok = r.get("status") == "ok"
@@ -176,7 +335,9 @@ def format_table(results):
             f"{r['step_time_median_s']:.3f} | {r['images_per_second']:.0f} | " if ok else
             f"| {r['method']} | {r['classes']:,} | - | - | - | "
         )
-        lines[-1] += f"{gib('classifier_state_bytes')} | {gib('peak_rss_bytes')} | {gib('step_rss_bytes')} | {r['status']} |"
+        per_replica = gib("per_replica_state_bytes") if r.get("per_replica_state_bytes") else gib("classifier_state_bytes")
+        lines[-1] += (f"{gib('classifier_state_bytes')} | {per_replica} | {gib('peak_rss_bytes')} | "
+                      f"{gib('step_rss_bytes')} | {r['status']} |")
     return "\n".join(lines)
 
 
@@ -214,7 +375,8 @@ def main(argv=None):
     for method in args.methods:
         for classes in sorted(args.classes):
             config = {"method": method, "classes": classes, "dim": args.dim, "batch": args.batch,
-                      "runs": args.runs, "warmup": args.warmup, "rate": args.rate if method != "dense" else None}
+                      "runs": args.runs, "warmup": args.warmup,
+                      "rate": args.rate if "pfc" in method else None}
             done = [r for r in results if all(r.get(k) == v for k, v in config.items())]
             if done:
                 result = done[0]

@@ -226,6 +226,8 @@ class LATSEConfig:
     ssim_weight: float = 1.0
     target_momentum: float = 0.9
     target_resolution: int = 112
+    # Split the mean images over the replicas (IdentityMeanImages(sharded=True)): C/N per replica.
+    shard_mean_images: bool = False
     target_dtype: str = "uint8"
     teacher: Optional[str] = None
     teacher_k: int = 1

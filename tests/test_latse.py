@@ -208,6 +208,52 @@ def test_mirrored_update_gathers_every_replica_batch():
         np.testing.assert_allclose(copy.numpy()[labels], expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("storage_dtype", ["float32", "uint8"])
+def test_sharded_mean_images_match_one_device(storage_dtype):
+    from kerasface.testing.mirrored_check import default_devices, mirrored_strategy
+
+    if len(default_devices()) < 2:
+        pytest.skip("needs 2 logical CPUs")
+    rng = np.random.default_rng(11)
+    classes = 5  # 3 + 2 rows: the second shard is padded
+    batches = [(rng.uniform(size=(4, 8, 8, 3)).astype("float32"), rng.integers(0, classes, 4).astype("int32"))
+               for _ in range(3)]
+    kwargs = dict(resolution=8, momentum=0.6, storage_dtype=storage_dtype, seed=1)
+    reference = IdentityMeanImages(classes, **kwargs)
+    strategy = mirrored_strategy()
+    with strategy.scope():
+        sharded = IdentityMeanImages(classes, sharded=True, **kwargs)
+        sharded.build([(2, 8, 8, 3), (2,)])
+    assert sharded.num_shards == 2 and all(c.shape[0] == 4 for c in sharded.images.value.values)
+    for images, labels in batches:
+        want = np.asarray(reference([images, labels], training=True))
+        dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
+        batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
+        got = strategy.run(lambda x, y: sharded([x, y], training=True), args=batch)
+        got = np.concatenate([g.numpy() for g in strategy.experimental_local_results(got)])
+        if storage_dtype == "float32":
+            np.testing.assert_allclose(got, want, atol=1e-6)
+    stored = sharded.all_images()
+    if storage_dtype == "float32":
+        np.testing.assert_allclose(stored, reference.images.numpy(), atol=1e-6)
+    else:  # stochastic rounding draws differ by replica layout; one level at most
+        assert np.max(np.abs(stored.astype(int) - reference.images.numpy().astype(int))) <= 1
+    # Outside training each replica reads the rows of its own samples from both shards.
+    images, labels = batches[-1]
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
+    batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
+    read = strategy.run(lambda x, y: sharded([x, y], training=False), args=batch)
+    read = np.concatenate([r.numpy() for r in strategy.experimental_local_results(read)])
+    np.testing.assert_allclose(read, np.asarray(reference([images, labels], training=False)), atol=1 / 255 + 1e-6)
+    # Saved files hold every identity in order; they load on one device (one shard).
+    store = {}
+    sharded.save_own_variables(store)
+    single = IdentityMeanImages(classes, sharded=True, **kwargs)
+    single.build([(4, 8, 8, 3), (4,)])
+    single.load_own_variables(store)
+    np.testing.assert_array_equal(single.all_images(), stored)
+
+
 # ---------------------------------------------------------------- teacher filter (Algorithm 1)
 
 

@@ -9,6 +9,9 @@ from kerasface.heads.head_registry import HEADS
 from kerasface.heads.margin_head import _is_pair, check_labels, gather_target, l2_normalize, replace_target
 from kerasface.heads.sampled_head_wrapper import SampledHeadWrapper
 
+# Rows initialised at a time in kernels larger than this.
+INIT_BLOCK_ROWS = 1 << 16
+
 # The target's own column among the negatives: exp(s * EXCLUDED_LOGIT) is exactly 0 in float32.
 EXCLUDED_LOGIT = -1e4
 
@@ -65,12 +68,22 @@ class PartialFCHead(SampledHeadWrapper):
             raise ValueError(f"{self.name}: the embedding dimension must be known, got shape {embedding_shape}")
         if not self.head.built:
             self.head.build([embedding_shape, (embedding_shape[0],)])
+        shape = (self.num_classes, int(embedding_size))
+        blocks = self.num_classes > INIT_BLOCK_ROWS
         self.kernel = self.add_weight(
             name="kernel",
-            shape=(self.num_classes, int(embedding_size)),
-            initializer=self.head.kernel_initializer,
+            shape=shape,
+            # Large kernels start at zeros and are filled block by block: initialising a
+            # (C, D) tensor at once holds a second kernel-sized copy (8 GiB at 4M x 512).
+            initializer="zeros" if blocks else self.head.kernel_initializer,
             regularizer=self.head.kernel_regularizer,
         )
+        if blocks:
+            # Each block sees its own fan in a variance-scaling initializer; cosine logits do
+            # not depend on a centre's norm.
+            for start in range(0, self.num_classes, INIT_BLOCK_ROWS):
+                rows = min(INIT_BLOCK_ROWS, self.num_classes - start)
+                self.kernel.value[start:start + rows].assign(self.head.kernel_initializer((rows, shape[1])))
         # Counts training steps so each step draws a new subset, and a resumed run (the
         # counter is checkpointed) continues the sequence instead of repeating it.
         self.sample_step = self.add_weight(

@@ -1,6 +1,7 @@
 """Per-identity momentum-mean face images (LATSE eq. 12), kept as compact non-trainable state."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -30,12 +31,21 @@ class IdentityMeanImages(keras.layers.Layer):
     copy of the state stays identical; rows are written with a sparse scatter, so a step
     touches B rows whatever C is.
 
+    With ``sharded=True`` the identities are instead split over the N replicas like a
+    :class:`kerasface.heads.ShardedHead`'s centres: replica r keeps rows
+    ``[r S, (r + 1) S)``, ``S = ceil(C / N)`` (memory per replica C/N identities). A step
+    all-gathers the batch, each replica reads the rows it owns (the others read zeros),
+    one all-reduce (sum) gives every replica all the rows, every replica computes the same
+    update and writes only its own rows. ``.keras`` files hold all C identities in order.
+
     Args:
         num_classes: number of identities C.
         resolution: side r of the stored images.
         momentum: eq. 12's momentum in [0, 1).
         storage_dtype: "uint8" (default), "float16" or "float32".
         seed: seed of the stochastic rounding (uint8 only).
+        sharded: split the identities over the replicas of the strategy the layer is
+            built in (one shard without a strategy).
         **kwargs: passed to ``keras.layers.Layer``.
 
     Call arguments:
@@ -50,7 +60,9 @@ class IdentityMeanImages(keras.layers.Layer):
         sample itself for an identity never seen, outside training).
     """
 
-    def __init__(self, num_classes, resolution=112, momentum=0.9, storage_dtype="uint8", seed=None, **kwargs):
+    def __init__(
+        self, num_classes, resolution=112, momentum=0.9, storage_dtype="uint8", seed=None, sharded=False, **kwargs
+    ):
         kwargs["dtype"] = kwargs.get("dtype") or "float32"
         super().__init__(**kwargs)
         if int(num_classes) < 1:
@@ -66,6 +78,7 @@ class IdentityMeanImages(keras.layers.Layer):
         self.momentum = float(momentum)
         self.storage_dtype = storage_dtype
         self.seed = seed
+        self.sharded = bool(sharded)
         self.seed_generator = keras.random.SeedGenerator(seed, name="rounding_seed")
 
     @property
@@ -75,6 +88,9 @@ class IdentityMeanImages(keras.layers.Layer):
         return self.resolution * self.resolution * 3 * itemsize + 4
 
     def build(self, input_shape):
+        if self.sharded:
+            self._build_shards()
+            return
         shape = (self.num_classes, self.resolution, self.resolution, 3)
         # autocast=False: the call writes into the variable itself, not a float32 copy of it.
         self.images = self.add_weight(
@@ -85,6 +101,92 @@ class IdentityMeanImages(keras.layers.Layer):
             name="counts", shape=(self.num_classes,), dtype="int32", initializer="zeros", trainable=False,
             autocast=False, aggregation="only_first_replica",
         )
+
+    def _build_shards(self):
+        self.num_shards = tf.distribute.get_strategy().num_replicas_in_sync
+        self.shard_size = -(-self.num_classes // self.num_shards)
+        # One extra row per shard: where the writes of rows owned by other shards go.
+        rows = self.shard_size + 1
+        # On-read with no aggregation: one independent value per replica (its shard).
+        self.images = keras.Variable(
+            np.zeros((rows, self.resolution, self.resolution, 3), self.storage_dtype), trainable=False,
+            name="images", autocast=False, synchronization="on_read", aggregation="none",
+        )
+        self.counts = keras.Variable(
+            np.zeros((rows,), np.int32), trainable=False, name="counts", autocast=False,
+            synchronization="on_read", aggregation="none",
+        )
+
+    def _owned_rows(self, labels):
+        """This replica's row of each label (the spare row S for labels other shards own)."""
+        context = tf.distribute.get_replica_context()
+        replica = context.replica_id_in_sync_group if self.num_shards > 1 else 0
+        local = labels - ops.cast(replica, "int32") * self.shard_size
+        owned = ops.logical_and(local >= 0, local < self.shard_size)
+        return ops.where(owned, local, self.shard_size), owned
+
+    def _gather_owned(self, variable, labels):
+        """Rows of ``variable`` for ``labels`` (the same on every replica), summed over shards."""
+        rows, owned = self._owned_rows(labels)
+        values = ops.cast(tf.gather(variable.value, rows), "float32")
+        mask = ops.reshape(ops.cast(owned, "float32"), (-1,) + (1,) * (len(values.shape) - 1))
+        values = values * mask
+        if self.num_shards > 1:
+            values = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, values)
+        return values
+
+    def _counts(self, labels):
+        if self.sharded:
+            return ops.cast(self._gather_owned(self.counts, labels), "int32")
+        return ops.take(self.counts.value, labels, axis=0)
+
+    def _stored(self, labels):
+        """The stored rows of ``labels`` in the storage dtype."""
+        if self.sharded:
+            return ops.cast(self._gather_owned(self.images, labels), self.storage_dtype)
+        return ops.take(self.images.value, labels, axis=0)
+
+    def _write(self, labels, stored, counts):
+        if not self.sharded:
+            self.images.value.scatter_update(tf.IndexedSlices(stored, labels))
+            self.counts.value.scatter_update(tf.IndexedSlices(counts, labels))
+            return
+        rows, _ = self._owned_rows(labels)
+        # Sync-on-read variables have no scatter methods; in replica context their handle is
+        # this replica's own shard.
+        tf.raw_ops.ResourceScatterUpdate(resource=self.images.value.handle, indices=rows, updates=stored)
+        tf.raw_ops.ResourceScatterUpdate(resource=self.counts.value.handle, indices=rows, updates=counts)
+
+    def all_images(self):
+        """The (C, r, r, 3) stored images in identity order (gathered from every shard)."""
+        if not self.sharded:
+            return self.images.numpy()
+        parts = [c.numpy()[: self.shard_size] for c in _components(self.images)]
+        return np.concatenate(parts, axis=0)[: self.num_classes]
+
+    def save_own_variables(self, store):
+        if not self.sharded:
+            return super().save_own_variables(store)
+        store["images"] = self.all_images()
+        counts = np.concatenate([c.numpy()[: self.shard_size] for c in _components(self.counts)])
+        store["counts"] = counts[: self.num_classes]
+        store["seed_state"] = self.seed_generator.state.numpy()
+
+    def load_own_variables(self, store):
+        if not self.sharded:
+            return super().load_own_variables(store)
+        size, classes = self.shard_size, self.num_classes
+        images, counts = np.asarray(store["images"]), np.asarray(store["counts"])
+        for index, (shard, shard_counts) in enumerate(zip(_components(self.images), _components(self.counts))):
+            rows = np.zeros(shard.shape, shard.dtype.as_numpy_dtype)
+            part = images[index * size : min((index + 1) * size, classes)]
+            rows[: len(part)] = part
+            shard.assign(rows)
+            count_rows = np.zeros(shard_counts.shape, np.int32)
+            part = counts[index * size : min((index + 1) * size, classes)]
+            count_rows[: len(part)] = part
+            shard_counts.assign(count_rows)
+        self.seed_generator.state.assign(np.asarray(store["seed_state"]))
 
     def call(self, inputs, training=None):
         images, labels, *weights = inputs
@@ -101,8 +203,18 @@ class IdentityMeanImages(keras.layers.Layer):
                 weights = ops.ones_like(labels, "float32")
             targets = self._update(small, labels, weights)
         else:
-            seen = ops.take(self.counts.value, labels, axis=0) > 0
-            targets = ops.where(seen[:, None, None, None], self._read(labels), small)
+            read_labels, local = labels, None
+            context = tf.distribute.get_replica_context()
+            if self.sharded and self.num_shards > 1:
+                # Every replica reads the whole batch (its rows), one all-reduce shares them.
+                local = ops.shape(labels)[0]
+                read_labels = context.all_gather(labels, axis=0)
+            seen = self._counts(read_labels) > 0
+            stored = self._read(read_labels)
+            if local is not None:
+                start = context.replica_id_in_sync_group * local
+                seen, stored = seen[start:start + local], stored[start:start + local]
+            targets = ops.where(seen[:, None, None, None], stored, small)
         if size != (self.resolution, self.resolution):
             targets = ops.image.resize(targets, size, interpolation="bilinear")
         return targets
@@ -113,7 +225,7 @@ class IdentityMeanImages(keras.layers.Layer):
         return ops.image.resize(images, (self.resolution, self.resolution), interpolation="area")
 
     def _read(self, labels):
-        rows = ops.cast(ops.take(self.images.value, labels, axis=0), "float32")
+        rows = ops.cast(self._stored(labels), "float32")
         return rows / _UINT8_MAX if self.storage_dtype == "uint8" else rows
 
     def _update(self, images, labels, weights):
@@ -134,7 +246,7 @@ class IdentityMeanImages(keras.layers.Layer):
         total = ops.sum(weighted, axis=1, keepdims=True)
         flat = ops.reshape(images, (ops.shape(images)[0], -1))
         batch_mean = ops.reshape(ops.matmul(weighted, flat) / ops.maximum(total, 1e-12), ops.shape(images))
-        counts = ops.take(self.counts.value, labels, axis=0)
+        counts = self._counts(labels)
         old = self._read(labels)
         updated = self.momentum * old + (1.0 - self.momentum) * batch_mean
         new = ops.where((counts > 0)[:, None, None, None], updated, batch_mean)
@@ -144,9 +256,8 @@ class IdentityMeanImages(keras.layers.Layer):
         stored = self._quantize(new, same)
         if self.storage_dtype == "uint8":
             # Unchanged rows are rewritten as they were, not re-rounded.
-            stored = ops.where(present[:, None, None, None], stored, ops.take(self.images.value, labels, axis=0))
-        self.images.value.scatter_update(tf.IndexedSlices(stored, labels))
-        self.counts.value.scatter_update(tf.IndexedSlices(counts + ops.cast(present, "int32"), labels))
+            stored = ops.where(present[:, None, None, None], stored, self._stored(labels))
+        self._write(labels, stored, counts + ops.cast(present, "int32"))
         targets = ops.cast(stored, "float32") / _UINT8_MAX if self.storage_dtype == "uint8" else ops.cast(stored, "float32")
         if local is not None:
             targets = targets[offset:offset + local]
@@ -173,4 +284,11 @@ class IdentityMeanImages(keras.layers.Layer):
             "momentum": self.momentum,
             "storage_dtype": self.storage_dtype,
             "seed": self.seed,
+            "sharded": self.sharded,
         }
+
+
+def _components(variable):
+    """The per-replica ``tf.Variable`` s behind a Keras variable (itself without a strategy)."""
+    value = variable.value
+    return tuple(getattr(value, "values", (value,)))

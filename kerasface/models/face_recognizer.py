@@ -89,19 +89,26 @@ class FaceRecognizer(keras.Model):
         return super().test_step(_with_labels_as_input(data, self._target_first()))
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras 3.15 all-reduces (MEAN) the first distributed batch only to learn its shapes
-        # for a symbolic build; under MultiWorkerMirroredStrategy that collective fails on
-        # uint8 images and on (x, y) tuples. The first replica's own batch has those shapes.
-        if iterator is not None and data_batch is None:
+        # Under a strategy Keras traces one step symbolically on the first batch, to create
+        # the metric variables. Keras 3.15 first all-reduces (MEAN) that batch only to learn
+        # its shapes, which fails under MultiWorkerMirroredStrategy on uint8 images and on
+        # (x, y) tuples; the first replica's own batch has those shapes. Models whose step
+        # repacks its batch (LATSE's image targets) give the repacked form (_symbolic_batch).
+        if iterator is not None and data_batch is None and self._distribute_strategy is not None:
             for _, _, batches in iterator:
                 batch = next(batches)
                 local = self.distribute_strategy.experimental_local_results
                 data_batch = keras.tree.map_structure(
                     lambda v: local(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v, batch
                 )
+                data_batch = self._symbolic_batch(data_batch)
                 break
             iterator = None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def _symbolic_batch(self, data):
+        """The batch as the training step hands it to Keras (``data`` as read here)."""
+        return data
 
     def get_metrics_result(self):
         logs = super().get_metrics_result()

@@ -152,6 +152,13 @@ class LATSERecognizer(FaceRecognizer):
             targets = {"identity": labels, "image": self._target_images(images, labels, True, update_weights)}
         return keras.Model.train_step(self, (inputs, targets) if weights is None else (inputs, targets, weights))
 
+    def _symbolic_batch(self, data):
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if _is_training_input(images) or self.decoder is None or labels is None:
+            return data
+        # Shapes only: the image targets have the input images' shape.
+        return (images, labels), {"identity": labels, "image": ops.cast(images, "float32")}
+
     def test_step(self, data):
         images, labels, weights = keras.utils.unpack_x_y_sample_weight(data)
         if _is_training_input(images):

@@ -227,6 +227,7 @@ def _latse_recognizer(recipe, backbone, head, num_classes, name):
             momentum=latse.target_momentum,
             storage_dtype=latse.target_dtype,
             seed=recipe.train.seed,
+            sharded=latse.shard_mean_images,
             name="mean_images",
         )
     return LATSERecognizer(
