@@ -4,7 +4,8 @@
     python bench/scale.py --classes 1000 --methods dense pfc --runs 2  # smoke
     python bench/scale.py --largest --methods pfc --classes 2000000 4000000 6000000
 
-Each (method, class count) runs in a FRESH Python process (so each peak belongs to one
+``--table`` prints the table of ``--out`` without running anything. Each (method, class
+count) runs in a FRESH Python process (so each peak belongs to one
 configuration): build an ArcFace head over ``--dim``-d embeddings, an SGD optimizer with
 momentum 0.9 and weight decay 5e-4, then ``--warmup`` + ``--runs`` full training steps
 (forward, cross-entropy, backward, optimizer update) on a fixed random batch. Methods:
@@ -55,6 +56,52 @@ METHODS = ("dense", "pfc", "pfc_keras_sgd", "sharded2", "sharded4", "sharded2_pf
 GIB = 1024**3
 
 
+def timed_steps(run_step, batch, runs, warmup, memory, **extra):
+    """Run ``warmup + runs`` steps of ``run_step() -> (loss, finite)``; the result dict.
+
+    ``memory`` is ``(baseline, build_peak, peak_reset, build_s)`` from after the build.
+    """
+    import numpy as np
+
+    baseline, build_peak, peak_reset, build_s = memory
+    times, cpu_times, losses = [], [], []
+    for i in range(warmup + runs):
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        loss, finite = run_step()
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        if not (np.isfinite(loss) and finite):
+            raise FloatingPointError(f"step {i}: loss {loss} or the embedding gradient is not finite")
+        losses.append(loss)
+        if i >= warmup:
+            times.append(elapsed)
+            cpu_times.append(cpu)
+    peak = _max_rss_bytes()
+    return {
+        "status": "ok",
+        "step_time_median_s": statistics.median(times),
+        "step_times_s": times,
+        "step_cpu_median_s": statistics.median(cpu_times),
+        "images_per_second": batch / statistics.median(times),
+        "peak_rss_bytes": peak,
+        "baseline_rss_bytes": baseline,
+        "step_rss_bytes": peak - baseline,
+        "build_peak_rss_bytes": build_peak,
+        "peak_reset": bool(peak_reset),
+        "losses": losses,
+        "build_s": build_s,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        **extra,
+    }
+
+
+def after_build(start):
+    """``(baseline, build_peak, peak_reset, build_s)``, resetting the peak for the steps."""
+    build_s = time.perf_counter() - start
+    build_peak = _max_rss_bytes()
+    peak_reset = _reset_peak_rss()
+    return _current_rss_bytes(), build_peak, peak_reset, build_s
+
+
 def measure(method, classes, dim, batch, runs, warmup, rate):
     """One configuration in this process: a result dict."""
     import keras
@@ -82,10 +129,7 @@ def measure(method, classes, dim, batch, runs, warmup, rate):
     optimizer.build(head.trainable_weights)
     state_bytes = sum(int(np.prod(v.shape)) * 4 for v in head.trainable_weights + list(optimizer.variables)
                       if v.dtype == "float32")
-    build_s = time.perf_counter() - start
-    build_peak = _max_rss_bytes()
-    peak_reset = _reset_peak_rss()
-    baseline = _current_rss_bytes()
+    memory = after_build(start)
     target_first = getattr(head, "target_first", False)
 
     @tf.function
@@ -99,36 +143,14 @@ def measure(method, classes, dim, batch, runs, warmup, rate):
         optimizer.apply(gradients[1:], head.trainable_weights)
         return loss, gradients[0]
 
-    times, cpu_times, losses = [], [], []
-    for i in range(warmup + runs):
-        t0, cpu0 = time.perf_counter(), time.process_time()
+    def run_step():
         loss, embedding_gradient = step(embeddings, labels)
-        loss, embedding_gradient = float(loss), embedding_gradient.numpy()
-        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        if not (np.isfinite(loss) and np.isfinite(embedding_gradient).all()):
-            raise FloatingPointError(f"step {i}: loss {loss} or the embedding gradient is not finite")
-        losses.append(loss)
-        if i >= warmup:
-            times.append(elapsed)
-            cpu_times.append(cpu)
-    peak = _max_rss_bytes()
-    return {
-        "status": "ok",
-        "step_time_median_s": statistics.median(times),
-        "step_times_s": times,
-        "step_cpu_median_s": statistics.median(cpu_times),
-        "images_per_second": batch / statistics.median(times),
-        "peak_rss_bytes": peak,
-        "baseline_rss_bytes": baseline,
-        "step_rss_bytes": peak - baseline,
-        "build_peak_rss_bytes": build_peak,
-        "peak_reset": bool(peak_reset),
-        "classifier_state_bytes": state_bytes,
-        "sampled_centres": getattr(head, "num_sampled", lambda b: classes)(batch),
-        "losses": losses,
-        "build_s": build_s,
-        "load_average_1min": round(os.getloadavg()[0], 2),
-    }
+        return float(loss), bool(np.isfinite(embedding_gradient.numpy()).all())
+
+    return timed_steps(
+        run_step, batch, runs, warmup, memory, classifier_state_bytes=state_bytes,
+        sampled_centres=getattr(head, "num_sampled", lambda b: classes)(batch),
+    )
 
 
 def measure_model(method, classes, dim, batch, runs, warmup, rate):
@@ -153,39 +175,12 @@ def measure_model(method, classes, dim, batch, runs, warmup, rate):
     images = rng.integers(0, 256, size=(batch, 112, 112, 3), dtype=np.uint8)
     labels = rng.integers(0, classes, size=(batch,), dtype=np.int32)
     targets = np.zeros_like(labels) if getattr(head, "target_first", False) else labels
-    build_s = time.perf_counter() - start
-    build_peak = _max_rss_bytes()
-    peak_reset = _reset_peak_rss()
-    baseline = _current_rss_bytes()
-    times, cpu_times, losses = [], [], []
-    for i in range(warmup + runs):
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        loss = float(model.train_on_batch((images, labels), targets))
-        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        if not np.isfinite(loss):
-            raise FloatingPointError(f"step {i}: loss {loss}")
-        losses.append(loss)
-        if i >= warmup:
-            times.append(elapsed)
-            cpu_times.append(cpu)
-    peak = _max_rss_bytes()
-    return {
-        "status": "ok",
-        "step_time_median_s": statistics.median(times),
-        "step_times_s": times,
-        "step_cpu_median_s": statistics.median(cpu_times),
-        "images_per_second": batch / statistics.median(times),
-        "peak_rss_bytes": peak,
-        "baseline_rss_bytes": baseline,
-        "step_rss_bytes": peak - baseline,
-        "build_peak_rss_bytes": build_peak,
-        "peak_reset": bool(peak_reset),
-        "classifier_state_bytes": 2 * classes * dim * 4,
-        "sampled_centres": head.num_sampled(batch) if method == "model_pfc" else classes,
-        "losses": losses,
-        "build_s": build_s,
-        "load_average_1min": round(os.getloadavg()[0], 2),
-    }
+    memory = after_build(start)
+    return timed_steps(
+        lambda: (float(model.train_on_batch((images, labels), targets)), True), batch, runs, warmup, memory,
+        classifier_state_bytes=2 * classes * dim * 4,
+        sampled_centres=head.num_sampled(batch) if method == "model_pfc" else classes,
+    )
 
 
 def measure_sharded(method, classes, dim, batch, runs, warmup, rate):
@@ -217,10 +212,7 @@ def measure_sharded(method, classes, dim, batch, runs, warmup, rate):
 
     x, y = split(embeddings), split(labels)
     shard_bytes = 2 * head.shard_size * dim * 4  # centres + momentum of one replica
-    build_s = time.perf_counter() - start
-    build_peak = _max_rss_bytes()
-    peak_reset = _reset_peak_rss()
-    baseline = _current_rss_bytes()
+    memory = after_build(start)
 
     @tf.function
     def step(x, y):
@@ -238,40 +230,17 @@ def measure_sharded(method, classes, dim, batch, runs, warmup, rate):
         loss, gradient = strategy.run(replica_step, args=(x, y))
         return strategy.reduce("SUM", loss, axis=None), gradient
 
-    times, cpu_times, losses = [], [], []
-    for i in range(warmup + runs):
-        t0, cpu0 = time.perf_counter(), time.process_time()
+    def run_step():
         loss, gradient = step(x, y)
-        loss = float(loss)
-        finite = all(np.isfinite(g.numpy()).all() for g in strategy.experimental_local_results(gradient))
-        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        if not (np.isfinite(loss) and finite):
-            raise FloatingPointError(f"step {i}: loss {loss} or the embedding gradient is not finite")
-        losses.append(loss)
-        if i >= warmup:
-            times.append(elapsed)
-            cpu_times.append(cpu)
-    peak = _max_rss_bytes()
-    return {
-        "status": "ok",
-        "step_time_median_s": statistics.median(times),
-        "step_times_s": times,
-        "step_cpu_median_s": statistics.median(cpu_times),
-        "images_per_second": batch / statistics.median(times),
-        "peak_rss_bytes": peak,
-        "baseline_rss_bytes": baseline,
-        "step_rss_bytes": peak - baseline,
-        "build_peak_rss_bytes": build_peak,
-        "peak_reset": bool(peak_reset),
-        "classifier_state_bytes": shard_bytes * replicas,
-        "per_replica_state_bytes": shard_bytes,
-        "replicas": replicas,
-        "sampled_centres": replicas * min(head.shard_size, max(math.ceil(head.shard_size * head.sample_rate), batch))
-        if head.sample_rate < 1 else classes,
-        "losses": losses,
-        "build_s": build_s,
-        "load_average_1min": round(os.getloadavg()[0], 2),
-    }
+        return float(loss), all(np.isfinite(g.numpy()).all() for g in strategy.experimental_local_results(gradient))
+
+    sampled = classes
+    if head.sample_rate < 1:
+        sampled = replicas * min(head.shard_size, max(math.ceil(head.shard_size * head.sample_rate), batch))
+    return timed_steps(
+        run_step, batch, runs, warmup, memory, classifier_state_bytes=shard_bytes * replicas,
+        per_replica_state_bytes=shard_bytes, replicas=replicas, sampled_centres=sampled,
+    )
 
 
 def run_child(config, args):
@@ -304,7 +273,14 @@ def run_child(config, args):
                 result = json.load(f)
             result["wall_s"] = wall
             return result
-        reason = f"timed out after {args.timeout} s" if wall > args.timeout else (stderr or "")[-1500:]
+        if wall > args.timeout:
+            return {"status": "failed", "reason": f"timed out after {args.timeout} s", "highest_rss_bytes": highest,
+                    "wall_s": wall}
+        if process.returncode == -9:
+            # SIGKILL from outside this script: the kernel's OOM killer, between two RSS samples.
+            return {"status": "out_of_memory", "reason": "killed (SIGKILL) by the system, out of memory",
+                    "highest_rss_bytes": highest, "wall_s": wall}
+        reason = f"exit code {process.returncode}: " + (stderr or "")[-1500:]
         return {"status": "failed", "reason": reason, "highest_rss_bytes": highest, "wall_s": wall}
 
 
@@ -355,6 +331,7 @@ def main(argv=None):
     parser.add_argument("--largest", action="store_true",
                         help="stop a method at its first class count that runs out of memory")
     parser.add_argument("--out", help="JSON file: results are appended and finished ones skipped")
+    parser.add_argument("--table", action="store_true", help="print the table of --out and run nothing")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -372,6 +349,10 @@ def main(argv=None):
     if args.out and os.path.exists(args.out):
         with open(args.out, encoding="utf-8") as f:
             results = json.load(f)["results"]
+    if args.table:
+        print(format_table(results))
+        return 0
+    command = "python bench/scale.py " + " ".join(sys.argv[1:] if argv is None else argv)
     for method in args.methods:
         for classes in sorted(args.classes):
             config = {"method": method, "classes": classes, "dim": args.dim, "batch": args.batch,
@@ -382,11 +363,11 @@ def main(argv=None):
                 result = done[0]
             else:
                 print(f"{method} {classes:,} classes ...", flush=True)
-                result = {**config, **run_child(config, args)}
+                result = {**config, **run_child(config, args), "command": command}
                 results.append(result)
                 if args.out:
                     with open(args.out, "w", encoding="utf-8") as f:
-                        json.dump({"command": "python " + " ".join(sys.argv), "results": results}, f, indent=1)
+                        json.dump({"results": results}, f, indent=1)
             print(f"  {method} {classes:,}: {result['status']} "
                   f"{result.get('step_time_median_s', float('nan')):.3f} s/step", flush=True)
             if args.largest and result["status"] == "out_of_memory":

@@ -376,6 +376,9 @@ def test_float16_embeddings_give_float32_logits(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_shared_checks(name, tmp_path):
+    # Seeded: the kernel's initial values otherwise depend on the tests that ran before, and a
+    # cosine near +-1 (arccos' steep end) turns float32 rounding into ~1e-5 logit differences.
+    keras.utils.set_random_seed(0)
     rng = np.random.default_rng(2)
     inputs = [rng.normal(size=(8, 16)).astype(np.float32), rng.integers(0, 10, 8).astype(np.int32)]
     run_all_checks(lambda: heads.get(name, num_classes=10), inputs, tmp_path, call_kwargs={"training": True})

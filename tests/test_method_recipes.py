@@ -29,6 +29,8 @@ def test_npcface_recipe_smoke(tmp_path, capsys):
     assert (out / "embedding.keras").is_file()
 
 
+# Seven warm-started stages, 2-4 minutes on 2 cores: run with -m slow.
+@pytest.mark.slow
 def test_progressive_recipe_runs_every_stage_warm_started(tmp_path, capsys):
     out = _train(tmp_path, "progressive", *FAST_BACKBONE, "--set", "model.budget={}")
     stages = json.loads((out / "progressive.json").read_text())["stages"]
@@ -44,12 +46,15 @@ def test_progressive_recipe_runs_every_stage_warm_started(tmp_path, capsys):
     assert capsys.readouterr().out.count("already trained") == 7
 
 
+# Three stages, 1-1.5 minutes on 2 cores: run with -m slow.
+@pytest.mark.slow
 def test_airface_recipe_smoke_decays_the_embedding_layer_ten_times(tmp_path, capsys):
     out = _train(tmp_path, "airface", *FAST_BACKBONE)
     stages = json.loads((out / "progressive.json").read_text())["stages"]
     assert [s["stage"] for s in stages] == ["li_arcface", "arcface", "combined"]
     first = json.loads((out / "0_li_arcface" / "recipe.json").read_text())
-    assert first["head"] == {"name": "li_arcface", "scale": 64.0, "margin": 0.45, "kwargs": {}}
+    assert first["head"] == {"name": "li_arcface", "scale": 64.0, "margin": 0.45, "kwargs": {}, "sample_rate": None,
+                             "sharded": False}
     assert first["optimizer"]["weight_decay_multipliers"] == {"neck_linear": 10.0}
     assert json.loads((out / "1_arcface" / "recipe.json").read_text())["train"]["epochs"] == 1  # 0.2 x 2, at least 1
 

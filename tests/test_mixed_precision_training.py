@@ -44,6 +44,8 @@ def test_mixed_float16_scales_the_loss_and_stays_finite(faces, tmp_path, extra):
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
 
 
+# bfloat16 is emulated on this CPU, ~10 s: run with -m slow.
+@pytest.mark.slow
 def test_mixed_bfloat16_trains_without_loss_scaling(faces, tmp_path):
     result = _train(faces, tmp_path / "run", "train.precision=mixed_bfloat16")
     assert not isinstance(result.model.optimizer, keras.optimizers.LossScaleOptimizer)

@@ -98,6 +98,8 @@ def test_sharded_loss_and_gradients_equal_the_unsharded_head(name):
     np.testing.assert_array_equal(head.centres(), centres)
 
 
+# A second TensorFlow process, ~20 s: run with -m slow (2 replicas run in the default suite).
+@pytest.mark.slow
 def test_four_replicas_in_a_subprocess():
     # The suite's process has 2 logical CPUs; 4 need a process of their own.
     env = {**os.environ, "KERASFACE_TEST_CPUS": "4", "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -202,6 +204,8 @@ def test_refuses_heads_with_all_class_statistics():
         heads.ShardedHead("arcface", num_classes=C, sample_rate=0.0)
 
 
+# Two training runs under MirroredStrategy, ~45 s: run with -m slow.
+@pytest.mark.slow
 def test_recipe_trains_sharded_over_two_replicas_and_resumes(tmp_path):
     from kerasface.data.synthetic_faces import write_synthetic_faces
     from kerasface.recipe import Recipe, apply_overrides
