@@ -274,3 +274,16 @@ def test_partial_fc_recipe_trains_with_lazy_sgd(tmp_path):
     with pytest.raises(ValueError, match="Partial FC.*class_balanced"):
         train(apply_overrides(recipe, ["train.loss=class_balanced"]), tmp_path / "bad", verbose=0,
               print_fn=lambda *_: None)
+
+
+def test_large_kernels_are_initialised_block_by_block(monkeypatch):
+    import kerasface.heads.partial_fc_head as module
+
+    monkeypatch.setattr(module, "INIT_BLOCK_ROWS", 16)  # C = 40: blocks of 16, 16 and 8 rows
+    layer = heads.PartialFCHead(heads.get("arcface", num_classes=C, kernel_initializer="random_normal"))
+    layer.build([(B, D), (B,)])
+    kernel = layer.kernel.numpy()
+    assert kernel.shape == (C, D)
+    assert np.all(np.any(kernel != 0, axis=1))  # every block filled, the last partial one too
+    assert len(np.unique(kernel[:, 0])) == C  # blocks are independent draws
+    assert 0.02 < kernel.std() < 0.1  # random_normal's stddev 0.05

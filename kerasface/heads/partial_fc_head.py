@@ -81,9 +81,19 @@ class PartialFCHead(SampledHeadWrapper):
         if blocks:
             # Each block sees its own fan in a variance-scaling initializer; cosine logits do
             # not depend on a centre's norm.
-            for start in range(0, self.num_classes, INIT_BLOCK_ROWS):
+            initializer = self.head.kernel_initializer
+            config = initializer.get_config()
+            for index, start in enumerate(range(0, self.num_classes, INIT_BLOCK_ROWS)):
                 rows = min(INIT_BLOCK_ROWS, self.num_classes - start)
-                self.kernel.value[start:start + rows].assign(self.head.kernel_initializer((rows, shape[1])))
+                if "seed" in config:
+                    # A Keras initializer returns the same values at every call: one seed per block.
+                    base = 0 if config["seed"] is None else int(config["seed"])
+                    block_seed = (base * 1_000_003 + self.seed * 7919 + index) % (2**31 - 1)
+                    initializer = type(self.head.kernel_initializer).from_config({**config, "seed": block_seed})
+                # A row scatter: a sliced assign rewrites the whole variable (copy on write).
+                self.kernel.value.scatter_update(
+                    tf.IndexedSlices(initializer((rows, shape[1])), tf.range(start, start + rows))
+                )
         # Counts training steps so each step draws a new subset, and a resumed run (the
         # counter is checkpointed) continues the sequence instead of repeating it.
         self.sample_step = self.add_weight(
