@@ -47,6 +47,17 @@ def test_unknown_strategy_is_named():
         make_strategy("ring")
 
 
+def test_global_batch_must_split_over_the_replicas(tmp_path):
+    from kerasface.recipe import Recipe, apply_overrides
+    from kerasface.training import train
+
+    if len(__import__("tensorflow").config.list_logical_devices("CPU")) < 2:
+        pytest.skip("needs 2 logical CPUs (tests/conftest.py splits the CPU)")
+    recipe = apply_overrides(Recipe(), ["data.batch_size=5", "train.strategy=mirrored"])
+    with pytest.raises(ValueError, match="batch_size` 5 is the global batch and must split evenly over 2 replicas"):
+        train(recipe, tmp_path / "run", verbose=0, print_fn=lambda *_: None)
+
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:

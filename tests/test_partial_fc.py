@@ -1,5 +1,6 @@
 """Partial FC (sampled class centres, target-first logits) and LazySGD (row-sparse updates)."""
 
+import json
 import math
 
 import keras
@@ -263,8 +264,11 @@ def test_partial_fc_recipe_trains_with_lazy_sgd(tmp_path):
     recipe = apply_overrides(Recipe(), [
         f"data.root={faces}", "data.batch_size=4", "train.epochs=1", "model.embedding_size=16",
         f"model.backbone_kwargs={tiny}", "head.sample_rate=0.25", "train.steps_per_epoch=4",
+        "optimizer.lr_reference_batch=16",
     ])
     result = train(recipe, tmp_path / "run", verbose=0, print_fn=lambda *_: None)
+    # Linear scaling: lr 0.1 is for a batch of 16, this run's batch is 4.
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["learning_rate"] == pytest.approx(0.025)
     model = result.model
     assert isinstance(model.optimizer, LazySGD) and isinstance(model.head, heads.PartialFCHead)
     assert model.head.sample_step.numpy() == 4 and model.head.num_sampled(4) == 4

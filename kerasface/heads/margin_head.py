@@ -188,6 +188,16 @@ def gather_over_replicas(values):
     return context.all_gather(values, axis=0)
 
 
+def replica_components(variable):
+    """The per-replica ``tf.Variable`` s behind a Keras variable (itself without a strategy).
+
+    For sync-on-read variables with no aggregation (sharded state), one per replica in
+    replica order; saving and loading go through them.
+    """
+    value = variable.value
+    return tuple(getattr(value, "values", (value,)))
+
+
 def acos(cos):
     """``arccos`` with its argument kept off +-1, so the gradient stays finite everywhere."""
     return ops.arccos(ops.clip(cos, -1.0 + 1e-7, 1.0 - 1e-7))

@@ -6,7 +6,7 @@ import tensorflow as tf
 from keras import ops
 
 from kerasface.heads.head_registry import HEADS
-from kerasface.heads.margin_head import _is_pair, check_labels, gather_target, l2_normalize, replace_target
+from kerasface.heads.margin_head import _is_pair, check_labels, gather_target, replace_target
 from kerasface.heads.sampled_head_wrapper import SampledHeadWrapper
 
 # Rows initialised at a time in kernels larger than this.
@@ -62,13 +62,7 @@ class PartialFCHead(SampledHeadWrapper):
         return min(self.num_classes, max(math.ceil(self.sample_rate * self.num_classes), int(batch_size)))
 
     def build(self, input_shape):
-        embedding_shape = input_shape[0] if _is_pair(input_shape) else input_shape
-        embedding_size = embedding_shape[-1]
-        if embedding_size is None:
-            raise ValueError(f"{self.name}: the embedding dimension must be known, got shape {embedding_shape}")
-        if not self.head.built:
-            self.head.build([embedding_shape, (embedding_shape[0],)])
-        shape = (self.num_classes, int(embedding_size))
+        shape = (self.num_classes, self.build_wrapped_head(input_shape))
         blocks = self.num_classes > INIT_BLOCK_ROWS
         self.kernel = self.add_weight(
             name="kernel",
@@ -108,12 +102,7 @@ class PartialFCHead(SampledHeadWrapper):
 
     def cosine(self, embeddings, centres=None):
         """cos(theta) between each embedding and each row of ``centres`` (default: all C)."""
-        centres = self.kernel if centres is None else centres
-        embeddings = l2_normalize(ops.cast(embeddings, "float32"), axis=-1)
-        centres = ops.cast(centres, "float32")
-        inverse_norms = 1.0 / ops.sqrt(ops.maximum(ops.sum(ops.square(centres), axis=1), 1e-12))
-        # einsum contracts against the rows in place: no transposed (D, C) copy of the kernel.
-        return ops.clip(ops.einsum("bd,kd->bk", embeddings, centres) * inverse_norms, -1.0, 1.0)
+        return self.row_cosine(embeddings, self.kernel if centres is None else centres)
 
     def sample(self, labels):
         """Sorted int32 indices (K,) of this step's centres: every label's class plus random others."""
@@ -122,17 +111,9 @@ class PartialFCHead(SampledHeadWrapper):
             count = ops.minimum(self.num_classes, ops.maximum(self.num_sampled(), ops.shape(labels)[0]))
         else:
             count = self.num_sampled(batch_size)
-        replica = 0
         context = tf.distribute.get_replica_context()
-        if context is not None:
-            replica = context.replica_id_in_sync_group
-        # Stateless draws: the subset is a function of (seed, step, replica), the same in eager
-        # and graph runs and across a resume (XLA's generator gives other, equally random, draws).
-        seed = tf.stack([tf.constant(self.seed, "int64"), self.sample_step * 1009 + ops.cast(replica, "int64")])
-        scores = tf.random.stateless_uniform((self.num_classes,), seed=seed)
-        scores = ops.scatter_update(scores, ops.reshape(labels, (-1, 1)), ops.full(ops.shape(labels), 2.0))
-        _, index = ops.top_k(scores, count, sorted=False)
-        return ops.sort(ops.cast(index, "int32"))
+        replica = 0 if context is None else context.replica_id_in_sync_group
+        return self.draw_rows(self.num_classes, labels, count, replica)
 
     def call(self, inputs, training=None):
         if not _is_pair(inputs):
@@ -144,7 +125,7 @@ class PartialFCHead(SampledHeadWrapper):
             self.sample_step.assign_add(1)
             # A sparse read of the variable (ResourceGather): ops.take would first read the whole
             # (C, D) value, and the optimizer's row update would then copy all of it (copy on write).
-            centres = tf.gather(_resource(self.kernel), index)
+            centres = tf.gather(self.kernel.value, index)
             local_labels = ops.cast(ops.searchsorted(index, labels), "int32")
         else:
             centres, local_labels = self.kernel, labels
@@ -160,8 +141,3 @@ class PartialFCHead(SampledHeadWrapper):
         if _is_pair(input_shape):
             return (embedding_shape[0], None)
         return (embedding_shape[0], self.num_classes)
-
-
-def _resource(variable):
-    """The ``tf.Variable`` behind a Keras variable (under a strategy, the distributed one)."""
-    return getattr(variable, "value", variable)

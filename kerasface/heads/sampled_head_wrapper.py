@@ -1,9 +1,11 @@
 """Shared base of the heads that own a wrapped head's class centres (Partial FC, sharded)."""
 
 import keras
+import tensorflow as tf
+from keras import ops
 
 from kerasface.heads.head_registry import HEADS
-from kerasface.heads.margin_head import MarginHead
+from kerasface.heads.margin_head import MarginHead, _is_pair, l2_normalize
 
 
 class SampledHeadWrapper(keras.layers.Layer):
@@ -58,6 +60,42 @@ class SampledHeadWrapper(keras.layers.Layer):
     def target_curve(self, theta):
         """The wrapped head's target curve: sampling or sharding removes negatives, not the margin."""
         return self.head.target_curve(theta)
+
+    def build_wrapped_head(self, input_shape):
+        """Build the wrapped head's own state (no kernel); returns the embedding size D."""
+        embedding_shape = input_shape[0] if _is_pair(input_shape) else input_shape
+        embedding_size = embedding_shape[-1]
+        if embedding_size is None:
+            raise ValueError(f"{self.name}: the embedding dimension must be known, got shape {embedding_shape}")
+        if not self.head.built:
+            self.head.build([embedding_shape, (embedding_shape[0],)])
+        return int(embedding_size)
+
+    def row_cosine(self, embeddings, centres):
+        """cos(theta) between each embedding (B, D) and each centre row (K, D), (B, K) float32."""
+        embeddings = l2_normalize(ops.cast(embeddings, "float32"), axis=-1)
+        centres = ops.cast(centres, "float32")
+        inverse_norms = 1.0 / ops.sqrt(ops.maximum(ops.sum(ops.square(centres), axis=1), 1e-12))
+        # einsum contracts against the rows in place: no transposed (D, K) copy of the centres.
+        return ops.clip(ops.einsum("bd,kd->bk", embeddings, centres) * inverse_norms, -1.0, 1.0)
+
+    def draw_rows(self, size, positives, count, replica):
+        """Sorted int32 indices of ``count`` rows out of ``size``: every positive, then random others.
+
+        ``positives`` equal to ``size`` stand for "none here" and are ignored. The draw is
+        stateless from (seed, ``sample_step``, replica): the same in eager and graph runs and
+        across a resume (XLA's generator gives other, equally random, draws).
+        """
+        seed = tf.stack([tf.constant(self.seed, "int64"), self.sample_step * 1009 + ops.cast(replica, "int64")])
+        scores = tf.random.stateless_uniform((size,), seed=seed)
+        # One spare score at index `size` takes the ignored positives, then is dropped.
+        scores = tf.tensor_scatter_nd_max(
+            ops.concatenate([scores, ops.zeros((1,))], axis=0),
+            ops.reshape(positives, (-1, 1)),
+            ops.full(ops.shape(positives), 2.0),
+        )[:size]
+        _, index = ops.top_k(scores, count, sorted=False)
+        return ops.sort(ops.cast(index, "int32"))
 
     def get_config(self):
         config = super().get_config()

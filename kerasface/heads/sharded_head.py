@@ -8,12 +8,9 @@ import tensorflow as tf
 from keras import ops
 
 from kerasface.heads.head_registry import HEADS
-from kerasface.heads.margin_head import _is_pair, check_labels, l2_normalize
+from kerasface.heads.margin_head import _is_pair, check_labels, replica_components, sum_over_replicas
 from kerasface.heads.partial_fc_head import EXCLUDED_LOGIT
 from kerasface.heads.sampled_head_wrapper import SampledHeadWrapper
-
-# Log-sum-exp floor for a row whose shard holds no usable column.
-_EMPTY = -1e30
 
 
 @HEADS.register("sharded")
@@ -73,16 +70,11 @@ class ShardedHead(SampledHeadWrapper):
         super().__init__(head, num_classes=num_classes, sample_rate=sample_rate, seed=seed, **kwargs)
 
     def build(self, input_shape):
-        embedding_shape = input_shape[0] if _is_pair(input_shape) else input_shape
-        embedding_size = embedding_shape[-1]
-        if embedding_size is None:
-            raise ValueError(f"{self.name}: the embedding dimension must be known, got shape {embedding_shape}")
-        if not self.head.built:
-            self.head.build([embedding_shape, (embedding_shape[0],)])
+        embedding_size = self.build_wrapped_head(input_shape)
         # The replica count is the shard count: fixed when the layer is built in a strategy scope.
         self.num_shards = tf.distribute.get_strategy().num_replicas_in_sync
         self.shard_size = math.ceil(self.num_classes / self.num_shards)
-        shape = (self.shard_size, int(embedding_size))
+        shape = (self.shard_size, embedding_size)
         # On-read with no aggregation: one independent value per replica (its shard), which
         # Keras' optimizers would all-reduce; the model updates them itself.
         self.kernel = keras.Variable(
@@ -110,7 +102,7 @@ class ShardedHead(SampledHeadWrapper):
 
     def centres(self):
         """The full (C, D) float32 centre matrix in class order, gathered from every shard."""
-        parts = [component.numpy() for component in _components(self.kernel)]
+        parts = [component.numpy() for component in replica_components(self.kernel)]
         return np.concatenate(parts, axis=0)[: self.num_classes]
 
     def set_centres(self, centres):
@@ -121,7 +113,7 @@ class ShardedHead(SampledHeadWrapper):
             raise ValueError(f"{self.name}: centres must have shape {expected}, got {centres.shape}")
         padded = np.zeros((self.shard_size * self.num_shards, expected[1]), np.float32)
         padded[: self.num_classes] = centres
-        for index, (kernel, momentum) in enumerate(zip(_components(self.kernel), _components(self.kernel_momentum))):
+        for index, (kernel, momentum) in enumerate(zip(replica_components(self.kernel), replica_components(self.kernel_momentum))):
             with tf.device(kernel.device):
                 kernel.assign(padded[index * self.shard_size : (index + 1) * self.shard_size])
                 momentum.assign(tf.zeros_like(momentum))
@@ -132,18 +124,19 @@ class ShardedHead(SampledHeadWrapper):
         ``gradient`` is this shard's full-batch gradient (row-sparse ``tf.IndexedSlices``
         when sampled: then only those rows and their momentum change, as :class:`LazySGD`).
         """
+        from kerasface.training.lazy_sgd import lazy_row_update  # training imports heads
+
         kernel, velocity = self.kernel.value, self.kernel_momentum.value
         learning_rate = tf.cast(learning_rate, "float32")
         if isinstance(gradient, tf.IndexedSlices):
-            rows, positions = tf.unique(tf.cast(gradient.indices, "int32"))
-            values = tf.math.unsorted_segment_sum(gradient.values, positions, tf.shape(rows)[0])
-            weights = tf.gather(kernel, rows)
-            weights = weights - weights * (weight_decay * learning_rate)
-            new_velocity = tf.gather(velocity, rows) * momentum - values * learning_rate
+            rows, weights, new_velocity = lazy_row_update(
+                gradient, kernel, velocity, learning_rate, momentum=momentum, decay=weight_decay
+            )
             # Sync-on-read variables have no scatter methods; in replica context their handle
             # is this replica's own component.
-            tf.raw_ops.ResourceScatterUpdate(resource=velocity.handle, indices=rows, updates=new_velocity)
-            tf.raw_ops.ResourceScatterUpdate(resource=kernel.handle, indices=rows, updates=weights + new_velocity)
+            if new_velocity is not None:
+                tf.raw_ops.ResourceScatterUpdate(resource=velocity.handle, indices=rows, updates=new_velocity)
+            tf.raw_ops.ResourceScatterUpdate(resource=kernel.handle, indices=rows, updates=weights)
             return
         weights = tf.convert_to_tensor(kernel)
         new_velocity = velocity * momentum - tf.convert_to_tensor(gradient) * learning_rate
@@ -152,29 +145,16 @@ class ShardedHead(SampledHeadWrapper):
 
     # ---- forward ---------------------------------------------------------------------------
 
-    def _cosine(self, embeddings, centres):
-        embeddings = l2_normalize(ops.cast(embeddings, "float32"), axis=-1)
-        inverse_norms = 1.0 / ops.sqrt(ops.maximum(ops.sum(ops.square(centres), axis=1), 1e-12))
-        return ops.clip(ops.einsum("bd,kd->bk", embeddings, centres) * inverse_norms, -1.0, 1.0)
-
     def _sample(self, local_labels, in_shard, replica):
         """Sorted int32 local rows of this step: the shard's positives plus random others."""
         count = min(self.shard_size, max(math.ceil(self.sample_rate * self.shard_size), int(local_labels.shape[0])))
-        seed = tf.stack([tf.constant(self.seed, "int64"), self.sample_step * 1009 + ops.cast(replica, "int64")])
-        scores = tf.random.stateless_uniform((self.shard_size,), seed=seed)
-        positives = ops.where(in_shard, local_labels, self.shard_size)  # out of range: dropped by the scatter
-        scores = tf.tensor_scatter_nd_max(
-            ops.concatenate([scores, ops.zeros((1,))], axis=0),
-            ops.reshape(positives, (-1, 1)),
-            ops.full(ops.shape(positives), 2.0),
-        )[: self.shard_size]
-        _, index = ops.top_k(scores, count, sorted=False)
-        return ops.sort(ops.cast(index, "int32"))
+        return self.draw_rows(self.shard_size, ops.where(in_shard, local_labels, self.shard_size), count, replica)
 
     def call(self, inputs, training=None):
         context = tf.distribute.get_replica_context()
         shards = self.num_shards
-        if shards > 1 and (context is None or context.num_replicas_in_sync != shards):
+        replicas = None if context is None else context.num_replicas_in_sync
+        if replicas != shards and not (replicas is None and shards == 1):
             raise ValueError(
                 f"{self.name} was built for {shards} shards and must run in a replica context of the same "
                 f"strategy (strategy.run / model.fit), got {'cross-replica context' if context is None else context}"
@@ -182,7 +162,7 @@ class ShardedHead(SampledHeadWrapper):
         replica = context.replica_id_in_sync_group if shards > 1 else 0
         kernel = self.kernel.value
         if not _is_pair(inputs):
-            cos = self._cosine(inputs, tf.convert_to_tensor(kernel))
+            cos = self.row_cosine(inputs, tf.convert_to_tensor(kernel))
             if shards > 1:
                 # (N*S, B) gathered along the classes, then back to (B, C).
                 cos = ops.transpose(context.all_gather(ops.transpose(cos), axis=0))
@@ -206,9 +186,9 @@ class ShardedHead(SampledHeadWrapper):
             centres = tf.convert_to_tensor(kernel)
             column = ops.where(in_shard, local, 0)
         column = ops.minimum(column, ops.shape(index)[0] - 1)
-        cos = self._cosine(embeddings, centres)
+        cos = self.row_cosine(embeddings, centres)
         own = ops.take_along_axis(cos, ops.reshape(column, (-1, 1)), axis=1)[:, 0]
-        cos_target = _sum_over(context, shards, ops.where(in_shard, own, 0.0))
+        cos_target = sum_over_replicas(ops.where(in_shard, own, 0.0))[0]
         target = self.head.target_logit(cos_target)
         logits = self.head.negative_logits(cos, cos_target, target)
         is_target = ops.logical_and(
@@ -222,7 +202,7 @@ class ShardedHead(SampledHeadWrapper):
         if shards > 1:
             row_max = ops.max(ops.reshape(context.all_gather(row_max, axis=0), (shards, -1)), axis=0)
         row_max = ops.stop_gradient(row_max)
-        sums = _sum_over(context, shards, ops.sum(ops.exp(scaled - row_max[:, None]), axis=1))
+        sums = sum_over_replicas(ops.sum(ops.exp(scaled - row_max[:, None]), axis=1))[0]
         negatives = row_max + ops.log(ops.maximum(sums, 1e-30))
         pair = ops.stack([self.logit_scale() * target, negatives], axis=1)
         if shards > 1:
@@ -240,24 +220,16 @@ class ShardedHead(SampledHeadWrapper):
         store["centres"] = self.centres()
         if self.sample_rate < 1.0:
             store["sample_step"] = np.asarray(self.sample_step.numpy())
-        momentum = np.concatenate([c.numpy() for c in _components(self.kernel_momentum)], axis=0)
+        momentum = np.concatenate([c.numpy() for c in replica_components(self.kernel_momentum)], axis=0)
         store["momentum"] = momentum[: self.num_classes]
 
     def load_own_variables(self, store):
         self.set_centres(np.asarray(store["centres"]))
         padded = np.zeros((self.shard_size * self.num_shards, self.kernel.shape[1]), np.float32)
         padded[: self.num_classes] = np.asarray(store["momentum"])
-        for index, component in enumerate(_components(self.kernel_momentum)):
+        for index, component in enumerate(replica_components(self.kernel_momentum)):
             component.assign(padded[index * self.shard_size : (index + 1) * self.shard_size])
         if self.sample_rate < 1.0 and "sample_step" in store:
             self.sample_step.assign(np.asarray(store["sample_step"]))
 
 
-def _components(variable):
-    """The per-replica ``tf.Variable`` s behind a Keras variable (itself without a strategy)."""
-    value = variable.value
-    return tuple(getattr(value, "values", (value,)))
-
-
-def _sum_over(context, shards, value):
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, value) if shards > 1 else value

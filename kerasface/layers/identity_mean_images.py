@@ -5,6 +5,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from kerasface.heads.margin_head import replica_components
+
 STORAGE_DTYPES = ("uint8", "float16", "float32")
 _UINT8_MAX = 255.0
 
@@ -161,14 +163,14 @@ class IdentityMeanImages(keras.layers.Layer):
         """The (C, r, r, 3) stored images in identity order (gathered from every shard)."""
         if not self.sharded:
             return self.images.numpy()
-        parts = [c.numpy()[: self.shard_size] for c in _components(self.images)]
+        parts = [c.numpy()[: self.shard_size] for c in replica_components(self.images)]
         return np.concatenate(parts, axis=0)[: self.num_classes]
 
     def save_own_variables(self, store):
         if not self.sharded:
             return super().save_own_variables(store)
         store["images"] = self.all_images()
-        counts = np.concatenate([c.numpy()[: self.shard_size] for c in _components(self.counts)])
+        counts = np.concatenate([c.numpy()[: self.shard_size] for c in replica_components(self.counts)])
         store["counts"] = counts[: self.num_classes]
         store["seed_state"] = self.seed_generator.state.numpy()
 
@@ -177,7 +179,7 @@ class IdentityMeanImages(keras.layers.Layer):
             return super().load_own_variables(store)
         size, classes = self.shard_size, self.num_classes
         images, counts = np.asarray(store["images"]), np.asarray(store["counts"])
-        for index, (shard, shard_counts) in enumerate(zip(_components(self.images), _components(self.counts))):
+        for index, (shard, shard_counts) in enumerate(zip(replica_components(self.images), replica_components(self.counts))):
             rows = np.zeros(shard.shape, shard.dtype.as_numpy_dtype)
             part = images[index * size : min((index + 1) * size, classes)]
             rows[: len(part)] = part
@@ -286,9 +288,3 @@ class IdentityMeanImages(keras.layers.Layer):
             "seed": self.seed,
             "sharded": self.sharded,
         }
-
-
-def _components(variable):
-    """The per-replica ``tf.Variable`` s behind a Keras variable (itself without a strategy)."""
-    value = variable.value
-    return tuple(getattr(value, "values", (value,)))

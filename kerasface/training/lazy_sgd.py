@@ -6,6 +6,31 @@ import tensorflow as tf
 from kerasface.training.multiplied_decay_sgd import MultipliedDecaySGD
 
 
+def lazy_row_update(gradient, variable, velocity, learning_rate, momentum=0.0, decay=0.0, nesterov=False):
+    """New values of the rows a row-sparse gradient touches: SGD with momentum and decoupled decay.
+
+    Reads only those rows of ``variable`` and ``velocity`` (``tf.Variable`` s; ``velocity``
+    None without momentum). Duplicate indices are summed first.
+
+    Returns:
+        ``(rows, new_weights, new_velocity)``; ``new_velocity`` is None without momentum.
+    """
+    rows, positions = tf.unique(tf.cast(gradient.indices, "int32"))
+    values = tf.math.unsorted_segment_sum(tf.cast(gradient.values, variable.dtype), positions, tf.shape(rows)[0])
+    learning_rate = tf.cast(learning_rate, variable.dtype)
+    # tf.gather on the tf.Variable is a sparse read; reading it as a tensor would take the
+    # whole (C, D) value and make the row update copy all of it (copy on write).
+    weights = tf.gather(variable, rows)
+    if decay:
+        weights = weights - weights * tf.cast(decay, variable.dtype) * learning_rate
+    if not momentum:
+        return rows, weights - values * learning_rate, None
+    momentum = tf.cast(momentum, variable.dtype)
+    new_velocity = tf.gather(velocity, rows) * momentum - values * learning_rate
+    step = new_velocity * momentum - values * learning_rate if nesterov else new_velocity
+    return rows, weights + step, new_velocity
+
+
 @keras.saving.register_keras_serializable(package="kerasface")
 class LazySGD(MultipliedDecaySGD):
     """SGD with momentum and decoupled weight decay, lazy on row-sparse gradients.
@@ -50,24 +75,16 @@ class LazySGD(MultipliedDecaySGD):
     def update_step(self, gradient, variable, learning_rate):
         if not isinstance(gradient, tf.IndexedSlices):
             return super().update_step(gradient, variable, learning_rate)
-        rows, positions = tf.unique(tf.cast(gradient.indices, "int32"))
-        values = tf.math.unsorted_segment_sum(tf.cast(gradient.values, variable.dtype), positions, tf.shape(rows)[0])
-        learning_rate = tf.cast(learning_rate, variable.dtype)
-        weights = tf.gather(variable, rows)
+        index = self._get_variable_index(variable)
+        decay = 0.0
         if self.weight_decay and self._use_weight_decay(variable):
             # The multiplier patterns match the Keras variable's path, as for the dense variables.
-            decay = self.weight_decay * self.weight_decay_multiplier(
-                self._trainable_variables[self._get_variable_index(variable)]
-            )
-            weights = weights - weights * tf.cast(decay, variable.dtype) * learning_rate
-        if self.momentum:
-            momentum = tf.cast(self.momentum, variable.dtype)
-            velocity = self.momentums[self._get_variable_index(variable)]
-            # Gather from the tf.Variable (a sparse read): reading the Keras variable as a tensor
-            # would take the whole (C, D) value and make the row update copy all of it.
-            new_velocity = tf.gather(velocity.value, rows) * momentum - values * learning_rate
+            decay = self.weight_decay * self.weight_decay_multiplier(self._trainable_variables[index])
+        velocity = self.momentums[index] if self.momentum else None
+        rows, weights, new_velocity = lazy_row_update(
+            gradient, variable, None if velocity is None else velocity.value, learning_rate,
+            momentum=self.momentum, decay=decay, nesterov=self.nesterov,
+        )
+        if velocity is not None:
             self.assign(velocity, tf.IndexedSlices(new_velocity, rows))
-            step = new_velocity * momentum - values * learning_rate if self.nesterov else new_velocity
-        else:
-            step = -values * learning_rate
-        self.assign(variable, tf.IndexedSlices(weights + step, rows))
+        self.assign(variable, tf.IndexedSlices(weights, rows))
